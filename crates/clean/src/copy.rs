@@ -1,0 +1,247 @@
+//! Writing PostgreSQL `COPY ... FROM STDIN` text format.
+//!
+//! Fields are separated by a tab, rows end with `\n`, NULL is `\N`, and a backslash, tab,
+//! newline or carriage return inside a value is written `\\`, `\t`, `\n`, `\r`. Rows are built
+//! in an in-memory buffer (infallible pushes on the hot path) and flushed to the file in large
+//! chunks.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const FLUSH_AT: usize = 256 * 1024;
+
+/// One output file in COPY text format.
+pub(crate) struct CopyWriter {
+    file: File,
+    path: PathBuf,
+    buf: Vec<u8>,
+    rows: u64,
+    row_start: bool,
+}
+
+impl CopyWriter {
+    pub(crate) fn create(path: &Path) -> io::Result<Self> {
+        Ok(CopyWriter {
+            file: File::create(path)?,
+            path: path.to_path_buf(),
+            buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
+            rows: 0,
+            row_start: true,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    #[inline]
+    fn sep(&mut self) {
+        if self.row_start {
+            self.row_start = false;
+        } else {
+            self.buf.push(b'\t');
+        }
+    }
+
+    /// A NULL field.
+    #[inline]
+    pub(crate) fn null(&mut self) {
+        self.sep();
+        self.buf.extend_from_slice(b"\\N");
+    }
+
+    /// A field whose bytes need no escaping (checked numbers, dates).
+    #[inline]
+    pub(crate) fn raw(&mut self, b: &[u8]) {
+        self.sep();
+        self.buf.extend_from_slice(b);
+    }
+
+    /// A text field, escaped. The caller has made sure it holds no NUL byte.
+    #[inline]
+    pub(crate) fn text(&mut self, s: &[u8]) {
+        self.sep();
+        escape_into(&mut self.buf, s);
+    }
+
+    /// An integer field.
+    #[inline]
+    pub(crate) fn int(&mut self, v: i64) {
+        self.sep();
+        push_i64(&mut self.buf, v);
+    }
+
+    /// A boolean field (`t` / `f`).
+    #[inline]
+    pub(crate) fn bool(&mut self, v: bool) {
+        self.sep();
+        self.buf.push(if v { b't' } else { b'f' });
+    }
+
+    /// Ends the current row; writes the buffer out when it is large.
+    #[inline]
+    pub(crate) fn end_row(&mut self) -> io::Result<()> {
+        self.buf.push(b'\n');
+        self.row_start = true;
+        self.rows += 1;
+        if self.buf.len() >= FLUSH_AT {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        self.file.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is buffered and syncs the file to disk.
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
+        debug_assert!(self.row_start, "finish in the middle of a row");
+        self.flush_buf()?;
+        self.file.sync_all()
+    }
+}
+
+/// Whether any of the 8 bytes of `w` is below 14 (tab, newline, CR among them) or a backslash.
+#[inline]
+fn word_may_need_escape(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let below_14 = w.wrapping_sub(LO * 14) & !w & HI;
+    let x = w ^ (LO * u64::from(b'\\'));
+    let backslash = x.wrapping_sub(LO) & !x & HI;
+    below_14 | backslash != 0
+}
+
+/// Appends `s` with COPY text escapes.
+#[inline]
+pub(crate) fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
+    // Fast path: skip whole words that need no escaping.
+    let mut clean = 0;
+    for chunk in s.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        if word_may_need_escape(u64::from_le_bytes(w)) {
+            break;
+        }
+        clean += 8;
+    }
+    if clean == s.len() {
+        out.extend_from_slice(s);
+        return;
+    }
+    let mut start = 0;
+    for (i, &c) in s.iter().enumerate().skip(clean) {
+        let e = match c {
+            b'\\' => b'\\',
+            b'\t' => b't',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        out.push(b'\\');
+        out.push(e);
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+}
+
+/// Appends the decimal form of `v`.
+#[inline]
+pub(crate) fn push_i64(out: &mut Vec<u8>, v: i64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut m = v.unsigned_abs();
+    if m < 10 {
+        if v < 0 {
+            out.push(b'-');
+        }
+        out.push(b'0' + m as u8);
+        return;
+    }
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    while m >= 100 {
+        let d = (m % 100) as usize * 2;
+        m /= 100;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    }
+    if m >= 10 {
+        let d = m as usize * 2;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    } else {
+        i -= 1;
+        tmp[i] = b'0' + m as u8;
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"plain", b"plain"),
+            (b"", b""),
+            (b"a\tb", b"a\\tb"),
+            (b"line1\nline2\r\n", b"line1\\nline2\\r\\n"),
+            (b"back\\slash", b"back\\\\slash"),
+            (b"\\.", b"\\\\."),
+            ("Ri¢hie".as_bytes(), "Ri¢hie".as_bytes()),
+            (b"a long clean value of many words", b"a long clean value of many words"),
+            (b"sixteen bytes!!!\tthen a tab", b"sixteen bytes!!!\\tthen a tab"),
+            (b"0123456\\89abcdef", b"0123456\\\\89abcdef"),
+            (
+                b"\x01\x02 control bytes stay as they are\x0b\x0c",
+                b"\x01\x02 control bytes stay as they are\x0b\x0c",
+            ),
+            (b"........\r", b"........\\r"),
+        ];
+        for &(input, want) in cases {
+            let mut out = Vec::new();
+            escape_into(&mut out, input);
+            assert_eq!(out, want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn integers() {
+        for v in [
+            0,
+            7,
+            -7,
+            10,
+            99,
+            100,
+            -100,
+            101,
+            12345,
+            2_787_965_087,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ] {
+            let mut out = Vec::new();
+            push_i64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
+        }
+    }
+}
