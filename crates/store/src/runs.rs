@@ -1,0 +1,830 @@
+//! Durable orchestration state: DAG runs, task instances with leases, attempt history and
+//! operator actions, all in PostgreSQL.
+//!
+//! Invariants:
+//! - One run per (dag, period): creation is `INSERT ... ON CONFLICT DO NOTHING`.
+//! - A task instance is claimed with `FOR UPDATE SKIP LOCKED`, so one attempt runs on exactly one
+//!   worker; the claim creates an attempt row whose id is the fencing token stored in
+//!   `task_instances.attempt_id`. Heartbeats and results are accepted only while that token is
+//!   current: a worker whose lease expired or was taken over cannot record over a newer attempt.
+//! - After every change of a task's state the run is *settled*: waiting tasks whose upstream all
+//!   succeeded become `queued`, those with a failed upstream `upstream_failed`, and the run's own
+//!   state follows from its tasks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reelflow_dag::{DagSpec, Outputs};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("no run {0}")]
+    NoRun(i64),
+    #[error("run {run_id} has no task {task_id}")]
+    NoTask { run_id: i64, task_id: String },
+    #[error("unknown DAG {0}")]
+    NoDag(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl RunError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RunError::NoRun(_) | RunError::NoTask { .. } | RunError::NoDag(_))
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// A row of `dag_runs`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunInfo {
+    pub id: i64,
+    pub dag_id: String,
+    pub period: String,
+    pub state: String,
+    pub trigger: String,
+    pub generation: i32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A row of `task_instances`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInstanceInfo {
+    pub id: i64,
+    pub run_id: i64,
+    pub task_id: String,
+    pub state: String,
+    pub try_number: i32,
+    pub max_tries: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub outputs: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A row of `attempts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptInfo {
+    pub id: i64,
+    pub run_id: i64,
+    pub generation: i32,
+    pub task_id: String,
+    pub try_number: i32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub retryable: Option<bool>,
+    pub error: Option<String>,
+}
+
+/// A task attempt this worker now holds the lease for.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub ti_id: i64,
+    pub attempt_id: i64,
+    pub run_id: i64,
+    pub dag_id: String,
+    pub period: String,
+    pub task_id: String,
+    pub try_number: i32,
+    pub max_tries: i32,
+    /// Outputs of the run's tasks that have succeeded, keyed by task id.
+    pub inputs: Outputs,
+}
+
+/// How a finished attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Success(serde_json::Value),
+    /// `retry_in`: None means do not retry (fatal, or no tries left is decided here too).
+    Failed {
+        error: String,
+        retry_in: Option<Duration>,
+        kind: &'static str,
+    },
+}
+
+/// What happened to a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The result was recorded; the task is now in this state.
+    Accepted(&'static str),
+    /// The attempt no longer holds the lease: its result was refused.
+    Fenced,
+}
+
+fn run_info(r: &sqlx::postgres::PgRow) -> RunInfo {
+    RunInfo {
+        id: r.get("id"),
+        dag_id: r.get("dag_id"),
+        period: r.get("period"),
+        state: r.get("state"),
+        trigger: r.get("trigger"),
+        generation: r.get("generation"),
+        created_at: r.get("created_at"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+    }
+}
+
+const RUN_COLS: &str = "id, dag_id, period, state, trigger, generation, created_at, started_at, ended_at";
+const TI_COLS: &str = "id, run_id, task_id, state, try_number, max_tries, next_attempt_at, lease_owner, \
+                       lease_expires_at, outputs, last_error, started_at, ended_at";
+
+fn ti_info(r: &sqlx::postgres::PgRow) -> TaskInstanceInfo {
+    TaskInstanceInfo {
+        id: r.get("id"),
+        run_id: r.get("run_id"),
+        task_id: r.get("task_id"),
+        state: r.get("state"),
+        try_number: r.get("try_number"),
+        max_tries: r.get("max_tries"),
+        next_attempt_at: r.get("next_attempt_at"),
+        lease_owner: r.get("lease_owner"),
+        lease_expires_at: r.get("lease_expires_at"),
+        outputs: r.get("outputs"),
+        last_error: r.get("last_error"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+    }
+}
+
+/// Creates the run of `period` unless it exists. With `rerun`, a finished run is reset to run
+/// again (a run still in progress is left alone and reported as a conflict).
+/// Returns the run and whether this call created or reset it.
+pub async fn ensure_run(
+    pool: &PgPool,
+    dag: &DagSpec,
+    period: &str,
+    trigger: &str,
+    rerun: bool,
+) -> Result<(RunInfo, bool), RunError> {
+    let mut tx = pool.begin().await?;
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO reelflow.dag_runs (dag_id, period, state, trigger) VALUES ($1, $2, 'queued', $3)
+         ON CONFLICT (dag_id, period) DO NOTHING RETURNING {RUN_COLS}"
+    )))
+    .bind(&dag.id)
+    .bind(period)
+    .bind(trigger)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = created {
+        let run = run_info(&row);
+        for t in &dag.tasks {
+            sqlx::query(
+                "INSERT INTO reelflow.task_instances (run_id, task_id, state, max_tries) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(run.id)
+            .bind(&t.id)
+            .bind(if t.upstream.is_empty() { "queued" } else { "none" })
+            .bind(t.retry.max_tries as i32)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        return Ok((run, true));
+    }
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLS} FROM reelflow.dag_runs WHERE dag_id = $1 AND period = $2 FOR UPDATE"
+    )))
+    .bind(&dag.id)
+    .bind(period)
+    .fetch_one(&mut *tx)
+    .await?;
+    let run = run_info(&row);
+    if !rerun {
+        tx.commit().await?;
+        return Ok((run, false));
+    }
+    if run.state == "queued" || run.state == "running" {
+        return Err(RunError::Conflict(format!(
+            "run {} of {} for {period} is still {}; wait for it or retry a task instead",
+            run.id, dag.id, run.state
+        )));
+    }
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE reelflow.dag_runs SET state = 'queued', trigger = $2, generation = generation + 1,
+             started_at = NULL, ended_at = NULL, updated_at = now()
+         WHERE id = $1 RETURNING {RUN_COLS}"
+    )))
+    .bind(run.id)
+    .bind(trigger)
+    .fetch_one(&mut *tx)
+    .await?;
+    for t in &dag.tasks {
+        sqlx::query(
+            "UPDATE reelflow.task_instances SET state = $3, try_number = 0, max_tries = $4, next_attempt_at = NULL,
+                 attempt_id = NULL, lease_owner = NULL, lease_expires_at = NULL, outputs = NULL, last_error = NULL,
+                 started_at = NULL, ended_at = NULL, updated_at = now()
+             WHERE run_id = $1 AND task_id = $2",
+        )
+        .bind(run.id)
+        .bind(&t.id)
+        .bind(if t.upstream.is_empty() { "queued" } else { "none" })
+        .bind(t.retry.max_tries as i32)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((run_info(&row), true))
+}
+
+/// Moves queued runs of `dag_id` to running, oldest period first, while fewer than
+/// `max_active` are running. Returns the runs started.
+pub async fn start_queued_runs(pool: &PgPool, dag_id: &str, max_active: u32) -> Result<Vec<i64>, RunError> {
+    let mut tx = pool.begin().await?;
+    // Serialise schedulers of this DAG so two replicas cannot both pass the cap.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('reelflow.runs:' || $1, 0))")
+        .bind(dag_id)
+        .execute(&mut *tx)
+        .await?;
+    let running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM reelflow.dag_runs WHERE dag_id = $1 AND state = 'running'")
+            .bind(dag_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let room = (max_active as i64 - running).max(0);
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE reelflow.dag_runs SET state = 'running', started_at = coalesce(started_at, now()), updated_at = now()
+         WHERE id IN (SELECT id FROM reelflow.dag_runs WHERE dag_id = $1 AND state = 'queued'
+                      ORDER BY period, id LIMIT $2)
+         RETURNING id",
+    )
+    .bind(dag_id)
+    .bind(room)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Claims one ready task instance (of a running run; of `only_run` when given) for `worker`
+/// with a lease of `lease`.
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+    dag_ids: &[String],
+    only_run: Option<i64>,
+) -> Result<Option<Claimed>, RunError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, ti.max_tries, r.dag_id, r.period, r.generation
+         FROM reelflow.task_instances ti JOIN reelflow.dag_runs r ON r.id = ti.run_id
+         WHERE r.state = 'running' AND r.dag_id = ANY($1) AND ($2::bigint IS NULL OR r.id = $2)
+           AND (ti.state = 'queued' OR (ti.state = 'up_for_retry' AND ti.next_attempt_at <= now()))
+         ORDER BY r.period, ti.id
+         LIMIT 1
+         FOR UPDATE OF ti SKIP LOCKED",
+    )
+    .bind(dag_ids)
+    .bind(only_run)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let ti_id: i64 = row.get("id");
+    let run_id: i64 = row.get("run_id");
+    let task_id: String = row.get("task_id");
+    let try_number: i32 = row.get::<i32, _>("try_number") + 1;
+    let attempt_id: i64 = sqlx::query_scalar(
+        "INSERT INTO reelflow.attempts (task_instance_id, run_id, generation, task_id, try_number, worker)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(ti_id)
+    .bind(run_id)
+    .bind(row.get::<i32, _>("generation"))
+    .bind(&task_id)
+    .bind(try_number)
+    .bind(worker)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE reelflow.task_instances SET state = 'running', try_number = $2, attempt_id = $3, lease_owner = $4,
+             lease_expires_at = now() + make_interval(secs => $5), next_attempt_at = NULL,
+             started_at = now(), ended_at = NULL, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(ti_id)
+    .bind(try_number)
+    .bind(attempt_id)
+    .bind(worker)
+    .bind(secs(lease))
+    .execute(&mut *tx)
+    .await?;
+    let outs = sqlx::query(
+        "SELECT task_id, outputs FROM reelflow.task_instances WHERE run_id = $1 AND state = 'success' AND outputs IS NOT NULL",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let inputs: Outputs = outs
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<serde_json::Value, _>(1)))
+        .collect();
+    tx.commit().await?;
+    Ok(Some(Claimed {
+        ti_id,
+        attempt_id,
+        run_id,
+        dag_id: row.get("dag_id"),
+        period: row.get("period"),
+        task_id,
+        try_number,
+        max_tries: row.get("max_tries"),
+        inputs,
+    }))
+}
+
+/// Extends the lease of a held attempt. `false` means the lease is lost: stop working.
+pub async fn heartbeat(pool: &PgPool, ti_id: i64, attempt_id: i64, lease: Duration) -> Result<bool, RunError> {
+    let n = sqlx::query(
+        "UPDATE reelflow.task_instances SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
+         WHERE id = $1 AND attempt_id = $2 AND state = 'running'",
+    )
+    .bind(ti_id)
+    .bind(attempt_id)
+    .bind(secs(lease))
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Records the result of an attempt, if it still holds the lease (fencing).
+pub async fn finish(pool: &PgPool, dag: &DagSpec, claimed: &Claimed, outcome: Outcome) -> Result<Recorded, RunError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT try_number, max_tries FROM reelflow.task_instances
+         WHERE id = $1 AND attempt_id = $2 AND state = 'running' FOR UPDATE",
+    )
+    .bind(claimed.ti_id)
+    .bind(claimed.attempt_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        // Someone else owns this task now: note the late result on our attempt only.
+        sqlx::query(
+            "UPDATE reelflow.attempts SET outcome = CASE WHEN outcome = 'running' THEN 'superseded' ELSE outcome END,
+                 ended_at = coalesce(ended_at, now()),
+                 error = coalesce(error, 'result refused: the attempt no longer held the lease')
+             WHERE id = $1",
+        )
+        .bind(claimed.attempt_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Recorded::Fenced);
+    };
+    let (try_number, max_tries): (i32, i32) = (row.get(0), row.get(1));
+    let state = match &outcome {
+        Outcome::Success(out) => {
+            sqlx::query(
+                "UPDATE reelflow.task_instances SET state = 'success', outputs = $2, last_error = NULL,
+                     lease_owner = NULL, lease_expires_at = NULL, ended_at = now(), updated_at = now()
+                 WHERE id = $1",
+            )
+            .bind(claimed.ti_id)
+            .bind(out)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE reelflow.attempts SET outcome = 'success', ended_at = now() WHERE id = $1")
+                .bind(claimed.attempt_id)
+                .execute(&mut *tx)
+                .await?;
+            "success"
+        }
+        Outcome::Failed { error, retry_in, kind } => {
+            let retry = retry_in.filter(|_| try_number < max_tries);
+            let state = if retry.is_some() { "up_for_retry" } else { "failed" };
+            sqlx::query(
+                "UPDATE reelflow.task_instances SET state = $2, last_error = $3, lease_owner = NULL,
+                     lease_expires_at = NULL, ended_at = now(), updated_at = now(),
+                     next_attempt_at = CASE WHEN $4::float8 IS NULL THEN NULL
+                                            ELSE now() + make_interval(secs => $4::float8) END
+                 WHERE id = $1",
+            )
+            .bind(claimed.ti_id)
+            .bind(state)
+            .bind(error)
+            .bind(retry.map(secs))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE reelflow.attempts SET outcome = $2, ended_at = now(), error = $3, retryable = $4 WHERE id = $1",
+            )
+            .bind(claimed.attempt_id)
+            .bind(kind)
+            .bind(error)
+            .bind(retry_in.is_some())
+            .execute(&mut *tx)
+            .await?;
+            state
+        }
+    };
+    settle(&mut tx, dag, claimed.run_id).await?;
+    tx.commit().await?;
+    Ok(Recorded::Accepted(state))
+}
+
+/// Turns attempts whose lease expired into failed tries (retried when tries remain).
+/// Returns the task instances affected.
+pub async fn expire_leases(
+    pool: &PgPool,
+    dags: &[DagSpec],
+    retry_delay: &(dyn Fn(&str, i32) -> Duration + Sync),
+) -> Result<Vec<i64>, RunError> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, ti.max_tries, ti.attempt_id, ti.lease_owner, r.dag_id
+         FROM reelflow.task_instances ti JOIN reelflow.dag_runs r ON r.id = ti.run_id
+         WHERE ti.state = 'running' AND ti.lease_expires_at < now()
+         FOR UPDATE OF ti SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (ti, run_id, task_id, try_number, max_tries): (i64, i64, String, i32, i32) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let attempt: Option<i64> = row.get(5);
+        let owner: Option<String> = row.get(6);
+        let dag_id: String = row.get(7);
+        let Some(dag) = dags.iter().find(|d| d.id == dag_id) else {
+            continue;
+        };
+        let msg = format!(
+            "lease of worker {} expired (worker died or stalled)",
+            owner.unwrap_or_default()
+        );
+        let retry = try_number < max_tries;
+        sqlx::query(
+            "UPDATE reelflow.task_instances SET state = $2, last_error = $3, attempt_id = NULL, lease_owner = NULL,
+                 lease_expires_at = NULL, ended_at = now(), updated_at = now(),
+                 next_attempt_at = CASE WHEN $2 = 'up_for_retry' THEN now() + make_interval(secs => $4) END
+             WHERE id = $1",
+        )
+        .bind(ti)
+        .bind(if retry { "up_for_retry" } else { "failed" })
+        .bind(&msg)
+        .bind(secs(retry_delay(&task_id, try_number)))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(a) = attempt {
+            sqlx::query(
+                "UPDATE reelflow.attempts SET outcome = 'lease_expired', ended_at = now(), error = $2, retryable = true
+                 WHERE id = $1 AND outcome = 'running'",
+            )
+            .bind(a)
+            .bind(&msg)
+            .execute(&mut *tx)
+            .await?;
+        }
+        settle(&mut tx, dag, run_id).await?;
+        out.push(ti);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Brings waiting tasks and the run's state in line with its task states.
+async fn settle(tx: &mut Tx<'_>, dag: &DagSpec, run_id: i64) -> Result<(), RunError> {
+    let rows = sqlx::query("SELECT task_id, state FROM reelflow.task_instances WHERE run_id = $1 FOR UPDATE")
+        .bind(run_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut states: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for t in &dag.tasks {
+        if states.get(&t.id).map(String::as_str) != Some("none") {
+            continue;
+        }
+        let ups: Vec<&str> = t
+            .upstream
+            .iter()
+            .filter_map(|u| states.get(u).map(String::as_str))
+            .collect();
+        let new = if ups.iter().any(|s| matches!(*s, "failed" | "upstream_failed")) {
+            "upstream_failed"
+        } else if ups.iter().all(|s| matches!(*s, "success" | "skipped")) {
+            "queued"
+        } else {
+            continue;
+        };
+        sqlx::query(
+            "UPDATE reelflow.task_instances SET state = $3, updated_at = now(),
+                 ended_at = CASE WHEN $3 = 'upstream_failed' THEN now() END
+             WHERE run_id = $1 AND task_id = $2",
+        )
+        .bind(run_id)
+        .bind(&t.id)
+        .bind(new)
+        .execute(&mut **tx)
+        .await?;
+        states.insert(t.id.clone(), new.to_string());
+    }
+    let terminal = |s: &str| matches!(s, "success" | "skipped" | "failed" | "upstream_failed");
+    let run_state = if states.values().all(|s| matches!(s.as_str(), "success" | "skipped")) {
+        Some("success")
+    } else if states.values().all(|s| terminal(s)) {
+        Some("failed")
+    } else {
+        None
+    };
+    match run_state {
+        Some(s) => {
+            sqlx::query(
+                "UPDATE reelflow.dag_runs SET state = $2, ended_at = now(), updated_at = now()
+                 WHERE id = $1 AND state <> $2",
+            )
+            .bind(run_id)
+            .bind(s)
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {
+            // Work is left: a finished run that an operator reopened goes back to the queue.
+            sqlx::query(
+                "UPDATE reelflow.dag_runs SET state = 'queued', ended_at = NULL, updated_at = now()
+                 WHERE id = $1 AND state IN ('success', 'failed')",
+            )
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Operator "clear": runs `task_id` again (and, with `downstream`, every task after it).
+/// Tasks after it that never ran because it failed are reset either way.
+pub async fn retry_task(
+    pool: &PgPool,
+    dag: &DagSpec,
+    run_id: i64,
+    task_id: &str,
+    downstream: bool,
+) -> Result<Vec<String>, RunError> {
+    let spec = dag.task(task_id).ok_or_else(|| RunError::NoTask {
+        run_id,
+        task_id: task_id.into(),
+    })?;
+    let mut tx = pool.begin().await?;
+    lock_run(&mut tx, run_id).await?;
+    let rows =
+        sqlx::query("SELECT task_id, state, try_number FROM reelflow.task_instances WHERE run_id = $1 FOR UPDATE")
+            .bind(run_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    let states: BTreeMap<String, (String, i32)> = rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+    let affected: Vec<&str> = dag
+        .downstream_of(task_id)
+        .into_iter()
+        .filter(|t| *t == task_id || downstream || states.get(*t).map(|s| s.0.as_str()) == Some("upstream_failed"))
+        .collect();
+    if let Some(t) = affected
+        .iter()
+        .find(|t| states.get(**t).map(|s| s.0.as_str()) == Some("running"))
+    {
+        return Err(RunError::Conflict(format!(
+            "task {t} of run {run_id} is running; wait for it to finish"
+        )));
+    }
+    let _ = spec;
+    for t in &affected {
+        let try_number = states.get(*t).map(|s| s.1).unwrap_or(0);
+        let max = dag.task(t).map(|s| s.retry.max_tries as i32).unwrap_or(1);
+        sqlx::query(
+            "UPDATE reelflow.task_instances SET state = 'none', max_tries = $3, next_attempt_at = NULL,
+                 attempt_id = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
+                 ended_at = NULL, updated_at = now()
+             WHERE run_id = $1 AND task_id = $2",
+        )
+        .bind(run_id)
+        .bind(*t)
+        .bind(try_number + max)
+        .execute(&mut *tx)
+        .await?;
+    }
+    settle(&mut tx, dag, run_id).await?;
+    tx.commit().await?;
+    Ok(affected.into_iter().map(String::from).collect())
+}
+
+/// Operator "mark": sets a task's state by hand. Marking a running task fences its worker out.
+pub async fn mark_task(pool: &PgPool, dag: &DagSpec, run_id: i64, task_id: &str, state: &str) -> Result<(), RunError> {
+    if !matches!(state, "success" | "failed") {
+        return Err(RunError::Conflict(format!(
+            "a task can be marked success or failed, not {state}"
+        )));
+    }
+    dag.task(task_id).ok_or_else(|| RunError::NoTask {
+        run_id,
+        task_id: task_id.into(),
+    })?;
+    let mut tx = pool.begin().await?;
+    lock_run(&mut tx, run_id).await?;
+    let prev: Option<(Option<i64>,)> = sqlx::query_as(
+        "SELECT attempt_id FROM reelflow.task_instances WHERE run_id = $1 AND task_id = $2 AND state = 'running'",
+    )
+    .bind(run_id)
+    .bind(task_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((Some(a),)) = prev {
+        sqlx::query(
+            "UPDATE reelflow.attempts SET outcome = 'superseded', ended_at = now(), error = 'marked ' || $2 || ' by an operator'
+             WHERE id = $1 AND outcome = 'running'",
+        )
+        .bind(a)
+        .bind(state)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let n = sqlx::query(
+        "UPDATE reelflow.task_instances SET state = $3, attempt_id = NULL, lease_owner = NULL, lease_expires_at = NULL,
+             next_attempt_at = NULL, ended_at = now(), updated_at = now(),
+             last_error = CASE WHEN $3 = 'failed' THEN 'marked failed by an operator' ELSE last_error END
+         WHERE run_id = $1 AND task_id = $2",
+    )
+    .bind(run_id)
+    .bind(task_id)
+    .bind(state)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(RunError::NoTask {
+            run_id,
+            task_id: task_id.into(),
+        });
+    }
+    // Tasks after it that were waiting on a failure may now run, and vice versa.
+    for t in dag.downstream_of(task_id).into_iter().skip(1) {
+        sqlx::query(
+            "UPDATE reelflow.task_instances SET state = 'none', updated_at = now()
+             WHERE run_id = $1 AND task_id = $2 AND state IN ('upstream_failed', 'queued', 'none')",
+        )
+        .bind(run_id)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+    }
+    settle(&mut tx, dag, run_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn lock_run(tx: &mut Tx<'_>, run_id: i64) -> Result<(), RunError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM reelflow.dag_runs WHERE id = $1 FOR UPDATE")
+        .bind(run_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    found.map(|_| ()).ok_or(RunError::NoRun(run_id))
+}
+
+pub async fn get_run(pool: &PgPool, run_id: i64) -> Result<RunInfo, RunError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLS} FROM reelflow.dag_runs WHERE id = $1"
+    )))
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(RunError::NoRun(run_id))?;
+    Ok(run_info(&row))
+}
+
+pub async fn find_run(pool: &PgPool, dag_id: &str, period: &str) -> Result<Option<RunInfo>, RunError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLS} FROM reelflow.dag_runs WHERE dag_id = $1 AND period = $2"
+    )))
+    .bind(dag_id)
+    .bind(period)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().map(run_info))
+}
+
+/// Runs, newest period first; optionally only those in `state`.
+pub async fn list_runs(
+    pool: &PgPool,
+    dag_id: Option<&str>,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RunInfo>, RunError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLS} FROM reelflow.dag_runs WHERE ($1::text IS NULL OR dag_id = $1) AND ($2::text IS NULL OR state = $2)
+         ORDER BY period DESC, id DESC LIMIT $3"
+    )))
+    .bind(dag_id)
+    .bind(state)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(run_info).collect())
+}
+
+pub async fn task_instances(pool: &PgPool, run_id: i64) -> Result<Vec<TaskInstanceInfo>, RunError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {TI_COLS} FROM reelflow.task_instances WHERE run_id = $1 ORDER BY id"
+    )))
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(ti_info).collect())
+}
+
+pub async fn attempts(pool: &PgPool, run_id: i64) -> Result<Vec<AttemptInfo>, RunError> {
+    let rows = sqlx::query(
+        "SELECT id, run_id, generation, task_id, try_number, worker, started_at, ended_at, outcome, retryable, error
+         FROM reelflow.attempts WHERE run_id = $1 ORDER BY id",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AttemptInfo {
+            id: r.get(0),
+            run_id: r.get(1),
+            generation: r.get(2),
+            task_id: r.get(3),
+            try_number: r.get(4),
+            worker: r.get(5),
+            started_at: r.get(6),
+            ended_at: r.get(7),
+            outcome: r.get(8),
+            retryable: r.get(9),
+            error: r.get(10),
+        })
+        .collect())
+}
+
+/// Records an operator action with its origin (`cli`, `http 10.0.0.7`, ...).
+#[allow(clippy::too_many_arguments)]
+pub async fn record_action(
+    pool: &PgPool,
+    origin: &str,
+    action: &str,
+    dag_id: Option<&str>,
+    period: Option<&str>,
+    run_id: Option<i64>,
+    task_id: Option<&str>,
+    detail: serde_json::Value,
+) -> Result<(), RunError> {
+    sqlx::query(
+        "INSERT INTO reelflow.operator_actions (origin, action, dag_id, period, run_id, task_id, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(origin)
+    .bind(action)
+    .bind(dag_id)
+    .bind(period)
+    .bind(run_id)
+    .bind(task_id)
+    .bind(detail)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Registers or refreshes a worker's heartbeat.
+pub async fn worker_heartbeat(pool: &PgPool, worker: &str, hostname: &str, version: &str) -> Result<(), RunError> {
+    sqlx::query(
+        "INSERT INTO reelflow.workers (id, hostname, version) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL",
+    )
+    .bind(worker)
+    .bind(hostname)
+    .bind(version)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn worker_stopped(pool: &PgPool, worker: &str) -> Result<(), RunError> {
+    sqlx::query("UPDATE reelflow.workers SET stopped_at = now() WHERE id = $1")
+        .bind(worker)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
