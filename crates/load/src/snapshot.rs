@@ -1,0 +1,904 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::try_join_all;
+use reelflow_clean::{Manifest, TableDef, TABLES};
+use reelflow_dag::{BoxFuture, Outputs, Task, TaskContext, TaskError};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Mutex;
+
+use crate::reports::{REPORTS, REPORT_INDEXES};
+
+/// The stable schema name consumers read.
+pub const PUBLISHED_SCHEMA: &str = "movies";
+
+/// How loads run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadConfig {
+    /// Concurrent COPY streams and index builds.
+    pub parallelism: usize,
+    /// Published snapshots kept besides the current one (for rollback); older ones are dropped.
+    pub keep_previous: usize,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            parallelism: 2,
+            keep_previous: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("database error while {doing}: {source}")]
+    Db { doing: String, source: sqlx::Error },
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("validation failed for snapshot {schema}: {detail}")]
+    Validation { schema: String, detail: String },
+    #[error("the clean output is incomplete: {0}")]
+    BadInput(String),
+    #[error("snapshot {id} cannot be published: {reason}")]
+    NotPublishable { id: i64, reason: String },
+    #[error("nothing to roll back to: no earlier published snapshot is kept")]
+    NoPrevious,
+}
+
+impl LoadError {
+    fn db(doing: impl Into<String>) -> impl FnOnce(sqlx::Error) -> LoadError {
+        let doing = doing.into();
+        move |source| LoadError::Db { doing, source }
+    }
+
+    /// Connection losses, server restarts, lack of resources and serialisation failures can
+    /// pass; bad data and constraint violations cannot.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LoadError::Db { source, .. } => match source {
+                sqlx::Error::Database(e) => {
+                    let code = e.code().map(|c| c.to_string()).unwrap_or_default();
+                    code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57")
+                        || code == "40001"
+                        || code == "40P01"
+                        || code == "55P03"
+                }
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                _ => false,
+            },
+            LoadError::Io { source, .. } => source.raw_os_error() == Some(28),
+            _ => false,
+        }
+    }
+}
+
+impl From<LoadError> for TaskError {
+    fn from(e: LoadError) -> TaskError {
+        let mut message = e.to_string();
+        // A COPY error names the offending row only in the `where` field.
+        if let LoadError::Db {
+            source: sqlx::Error::Database(db),
+            ..
+        } = &e
+        {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                if let Some(w) = pg.r#where() {
+                    message.push_str(&format!(" ({w})"));
+                }
+            }
+        }
+        if e.is_retryable() {
+            TaskError::retryable(message)
+        } else {
+            TaskError::fatal(message)
+        }
+    }
+}
+
+/// What a successful load produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadOutput {
+    pub snapshot_id: i64,
+    pub schema: String,
+    pub rows: BTreeMap<String, u64>,
+    pub rejects: u64,
+    pub seconds: f64,
+}
+
+/// What publishing did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishOutput {
+    pub snapshot_id: i64,
+    pub period: String,
+    pub replaced: Option<i64>,
+    pub dropped: Vec<i64>,
+}
+
+/// A row of `reelflow.snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: i64,
+    pub dag_id: String,
+    pub period: String,
+    pub state: String,
+    pub schema_name: String,
+    pub rows_total: Option<i64>,
+    pub rejects_total: Option<i64>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub published_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub error: Option<String>,
+}
+
+fn q(schema: &str) -> String {
+    format!("\"{}\"", schema.replace('"', "\"\""))
+}
+
+fn sub(sql: &str, schema: &str) -> String {
+    sql.replace("{s}", &q(schema))
+}
+
+async fn open(opts: &PgConnectOptions) -> Result<PgConnection, LoadError> {
+    PgConnection::connect_with(opts)
+        .await
+        .map_err(LoadError::db("connecting"))
+}
+
+fn create_table_sql(schema: &str, t: &TableDef) -> String {
+    let cols: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}{}",
+                q(c.name),
+                c.sql_type,
+                if c.not_null { " NOT NULL" } else { "" }
+            )
+        })
+        .collect();
+    format!("CREATE TABLE {}.{} ({})", q(schema), q(t.name), cols.join(", "))
+}
+
+fn key_sql(schema: &str, t: &TableDef) -> Vec<String> {
+    let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+    let mut out = Vec::new();
+    if !t.primary_key.is_empty() {
+        out.push(format!(
+            "ALTER TABLE {}.{} ADD PRIMARY KEY ({})",
+            q(schema),
+            q(t.name),
+            ident(t.primary_key)
+        ));
+    }
+    for idx in t.indexes {
+        out.push(format!("CREATE INDEX ON {}.{} ({})", q(schema), q(t.name), ident(idx)));
+    }
+    out
+}
+
+fn fk_sql(schema: &str, t: &TableDef) -> Vec<String> {
+    let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+    t.foreign_keys
+        .iter()
+        .map(|fk| {
+            format!(
+                "ALTER TABLE {s}.{} ADD FOREIGN KEY ({}) REFERENCES {s}.{} ({})",
+                q(t.name),
+                ident(fk.columns),
+                q(fk.ref_table),
+                ident(fk.ref_columns),
+                s = q(schema)
+            )
+        })
+        .collect()
+}
+
+/// Streams one COPY text file into `schema.table` inside the transaction that creates the
+/// table (so PostgreSQL with `wal_level=minimal` can skip WAL for it). Returns rows copied.
+async fn copy_file(conn: &mut PgConnection, create: &str, copy: &str, path: &Path) -> Result<u64, LoadError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|source| LoadError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let mut tx = conn.begin().await.map_err(LoadError::db("starting a transaction"))?;
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut *tx)
+        .await
+        .map_err(LoadError::db(format!("running {create}")))?;
+    let mut sink = tx
+        .copy_in_raw(copy)
+        .await
+        .map_err(LoadError::db(format!("starting {copy}")))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match file.read(&mut buf).await {
+            Ok(n) => n,
+            Err(source) => {
+                let _ = sink.abort("reelflow could not read its input file").await;
+                return Err(LoadError::Io {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        sink.send(&buf[..n])
+            .await
+            .map_err(LoadError::db(format!("sending {}", path.display())))?;
+    }
+    let rows = sink
+        .finish()
+        .await
+        .map_err(LoadError::db(format!("copying {}", path.display())))?;
+    tx.commit().await.map_err(LoadError::db("committing a COPY"))?;
+    Ok(rows)
+}
+
+/// Runs `jobs` over `parallelism` fresh connections; a connection whose job failed is closed,
+/// never reused (a failed COPY can leave it out of step).
+async fn run_parallel<J, F>(
+    opts: &PgConnectOptions,
+    parallelism: usize,
+    jobs: Vec<J>,
+    f: F,
+) -> Result<Vec<u64>, LoadError>
+where
+    J: Send + 'static,
+    F: for<'c> Fn(&'c mut PgConnection, J) -> BoxFuture<'c, Result<u64, LoadError>> + Send + Sync + Copy + 'static,
+{
+    let n = jobs.len();
+    let queue = Arc::new(Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>().into_iter()));
+    let results = Arc::new(Mutex::new(vec![0u64; n]));
+    let workers = (0..parallelism.max(1).min(n.max(1))).map(|_| {
+        let queue = queue.clone();
+        let results = results.clone();
+        let opts = opts.clone();
+        async move {
+            let mut conn = open(&opts).await?;
+            loop {
+                let Some((i, job)) = queue.lock().await.next() else {
+                    break;
+                };
+                let r = f(&mut conn, job).await?;
+                results.lock().await[i] = r;
+            }
+            let _ = conn.close().await;
+            Ok::<(), LoadError>(())
+        }
+    });
+    try_join_all(workers).await?;
+    let out = results.lock().await.clone();
+    Ok(out)
+}
+
+fn snapshot_schema(id: i64) -> String {
+    format!("reelflow_snap_{id}")
+}
+
+/// Drops what earlier attempts of this period left behind: schemas of snapshots that are still
+/// `building`, `failed` or `ready` (a crash between load and publish).
+async fn drop_leftovers(conn: &mut PgConnection, dag_id: &str, period: &str) -> Result<(), LoadError> {
+    let rows = sqlx::query(
+        "SELECT id, schema_name FROM reelflow.snapshots
+         WHERE dag_id = $1 AND period = $2 AND state IN ('building', 'failed', 'ready') AND dropped_at IS NULL",
+    )
+    .bind(dag_id)
+    .bind(period)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(LoadError::db("listing leftover snapshots"))?;
+    for row in rows {
+        let id: i64 = row.get(0);
+        let schema: String = row.get(1);
+        tracing::info!(snapshot_id = id, schema = %schema, "dropping a snapshot left by an earlier attempt");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            q(&schema)
+        )))
+        .execute(&mut *conn)
+        .await
+        .map_err(LoadError::db(format!("dropping {schema}")))?;
+        sqlx::query(
+            "UPDATE reelflow.snapshots SET state = CASE WHEN state = 'failed' THEN 'failed' ELSE 'dropped' END,
+                 dropped_at = now(), error = coalesce(error, 'superseded by a later attempt')
+             WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(LoadError::db("recording a dropped snapshot"))?;
+    }
+    Ok(())
+}
+
+/// Loads the clean output in `clean_dir` into a new snapshot schema and leaves it `ready`.
+pub async fn load_snapshot(
+    pool: &PgPool,
+    clean_dir: &Path,
+    dag_id: &str,
+    period: &str,
+    run_id: Option<i64>,
+    cfg: &LoadConfig,
+) -> Result<LoadOutput, LoadError> {
+    let started = Instant::now();
+    let manifest_path = clean_dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).map_err(|source| LoadError::Io {
+        path: manifest_path.clone(),
+        source,
+    })?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| LoadError::BadInput(format!("{}: {e}", manifest_path.display())))?;
+    for t in TABLES {
+        if !manifest.tables.contains_key(t.name) {
+            return Err(LoadError::BadInput(format!("manifest has no table {}", t.name)));
+        }
+    }
+
+    let opts = pool.connect_options().as_ref().clone();
+    // One loader per (dag, period) at a time: a session advisory lock, released if we die.
+    let mut guard = open(&opts).await?;
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('reelflow.load:' || $1 || ':' || $2, 0))")
+        .bind(dag_id)
+        .bind(period)
+        .execute(&mut guard)
+        .await
+        .map_err(LoadError::db("taking the period's load lock"))?;
+    drop_leftovers(&mut guard, dag_id, period).await?;
+
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO reelflow.snapshots (dag_id, period, run_id, schema_name, state, source_sha256, manifest)
+         VALUES ($1, $2, $3, 'pending-' || gen_random_uuid(), 'building', $4, $5) RETURNING id",
+    )
+    .bind(dag_id)
+    .bind(period)
+    .bind(run_id)
+    .bind(&manifest.source_sha256)
+    .bind(sqlx::types::Json(&manifest))
+    .fetch_one(&mut guard)
+    .await
+    .map_err(LoadError::db("registering the snapshot"))?;
+    let schema = snapshot_schema(id);
+    sqlx::query("UPDATE reelflow.snapshots SET schema_name = $1 WHERE id = $2")
+        .bind(&schema)
+        .bind(id)
+        .execute(&mut guard)
+        .await
+        .map_err(LoadError::db("naming the snapshot"))?;
+
+    let result = build(&mut guard, &opts, clean_dir, &manifest, &schema, id, cfg).await;
+    match result {
+        Ok(rows) => {
+            let rejects = manifest.rejects.rows;
+            let _ = guard.close().await;
+            Ok(LoadOutput {
+                snapshot_id: id,
+                schema,
+                rows,
+                rejects,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(snapshot_id = id, error = %e, "load failed; dropping the half-built snapshot");
+            // Best effort on a fresh connection: the guard may be the one that broke.
+            let cleanup = async {
+                let mut c = open(&opts).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE",
+                    q(&schema)
+                )))
+                .execute(&mut c)
+                .await
+                .map_err(LoadError::db("dropping the failed snapshot"))?;
+                sqlx::query(
+                    "UPDATE reelflow.snapshots SET state = 'failed', error = $2, dropped_at = now() WHERE id = $1",
+                )
+                .bind(id)
+                .bind(e.to_string())
+                .execute(&mut c)
+                .await
+                .map_err(LoadError::db("recording the failed snapshot"))?;
+                Ok::<(), LoadError>(())
+            };
+            if let Err(ce) = cleanup.await {
+                tracing::warn!(snapshot_id = id, error = %ce, "could not clean up now; the next load of this period will");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn build(
+    conn: &mut PgConnection,
+    opts: &PgConnectOptions,
+    clean_dir: &Path,
+    manifest: &Manifest,
+    schema: &str,
+    id: i64,
+    cfg: &LoadConfig,
+) -> Result<BTreeMap<String, u64>, LoadError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {}", q(schema))))
+        .execute(&mut *conn)
+        .await
+        .map_err(LoadError::db(format!("creating schema {schema}")))?;
+
+    // Data: biggest files first so the parallel streams finish together.
+    let mut jobs: Vec<(String, String, PathBuf, u64)> = Vec::new();
+    for t in TABLES {
+        let path = clean_dir.join(&manifest.tables[t.name].file);
+        let size = std::fs::metadata(&path)
+            .map_err(|source| LoadError::Io {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        let cols = t.columns.iter().map(|c| q(c.name)).collect::<Vec<_>>().join(", ");
+        let copy = format!("COPY {}.{} ({cols}) FROM STDIN", q(schema), q(t.name));
+        jobs.push((create_table_sql(schema, t), copy, path, size));
+    }
+    let rejects_path = clean_dir.join(&manifest.rejects.file);
+    let rejects_size = std::fs::metadata(&rejects_path).map(|m| m.len()).unwrap_or(0);
+    jobs.push((
+        format!(
+            "CREATE TABLE {}.rejects (file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, raw text)",
+            q(schema)
+        ),
+        format!("COPY {}.rejects (file, line, reason, raw) FROM STDIN", q(schema)),
+        rejects_path,
+        rejects_size,
+    ));
+    let names: Vec<String> = TABLES
+        .iter()
+        .map(|t| t.name.to_string())
+        .chain(["rejects".to_string()])
+        .collect();
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].3));
+    let sorted: Vec<(usize, (String, String, PathBuf, u64))> = {
+        let mut slots: Vec<Option<_>> = jobs.into_iter().map(Some).collect();
+        order
+            .iter()
+            .map(|&i| (i, slots[i].take().expect("each job once")))
+            .collect()
+    };
+    let t0 = Instant::now();
+    let copied = run_parallel(
+        opts,
+        cfg.parallelism,
+        sorted.iter().map(|(_, j)| j.clone()).collect(),
+        |conn, job| Box::pin(async move { copy_file(conn, &job.0, &job.1, &job.2).await }),
+    )
+    .await?;
+    let mut rows = BTreeMap::new();
+    for ((i, _), n) in sorted.iter().zip(copied) {
+        rows.insert(names[*i].clone(), n);
+    }
+    tracing::info!(schema, seconds = t0.elapsed().as_secs_f64(), "COPY done");
+
+    // Validation: every table holds exactly what the clean stage counted.
+    let mut mismatches = Vec::new();
+    for t in TABLES {
+        let expected = manifest.tables[t.name].rows;
+        if rows[t.name] != expected {
+            mismatches.push(format!(
+                "{}: {} rows loaded, manifest says {expected}",
+                t.name, rows[t.name]
+            ));
+        }
+    }
+    if rows["rejects"] != manifest.rejects.rows {
+        mismatches.push(format!(
+            "rejects: {} rows loaded, manifest says {}",
+            rows["rejects"], manifest.rejects.rows
+        ));
+    }
+    if !mismatches.is_empty() {
+        return Err(LoadError::Validation {
+            schema: schema.into(),
+            detail: mismatches.join("; "),
+        });
+    }
+
+    // Per-reason and per-column counts, stored with the snapshot they belong to.
+    for ddl in [
+        "CREATE TABLE {s}.reject_counts (file text NOT NULL, reason text NOT NULL, rows bigint NOT NULL, PRIMARY KEY (file, reason))",
+        "CREATE TABLE {s}.unparsable_counts (file text NOT NULL, column_name text NOT NULL, values_nulled bigint NOT NULL, PRIMARY KEY (file, column_name))",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sub(ddl, schema)))
+            .execute(&mut *conn)
+            .await
+            .map_err(LoadError::db("creating count tables"))?;
+    }
+    let (mut f1, mut r1, mut n1, mut f2, mut c2, mut n2) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (file, fm) in &manifest.files {
+        for (reason, n) in &fm.rejected {
+            f1.push(file.clone());
+            r1.push(reason.clone());
+            n1.push(*n as i64);
+        }
+        for (col, n) in &fm.unparsable {
+            f2.push(file.clone());
+            c2.push(col.clone());
+            n2.push(*n as i64);
+        }
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {}.reject_counts SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
+        q(schema)
+    )))
+    .bind(&f1)
+    .bind(&r1)
+    .bind(&n1)
+    .execute(&mut *conn)
+    .await
+    .map_err(LoadError::db("storing reject counts"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {}.unparsable_counts SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
+        q(schema)
+    )))
+    .bind(&f2)
+    .bind(&c2)
+    .bind(&n2)
+    .execute(&mut *conn)
+    .await
+    .map_err(LoadError::db("storing unparsable counts"))?;
+
+    // Keys and indexes in parallel, then foreign keys (they need the referenced keys).
+    let t1 = Instant::now();
+    let keys: Vec<String> = TABLES.iter().flat_map(|t| key_sql(schema, t)).collect();
+    run_parallel(opts, cfg.parallelism, keys, |conn, sql| {
+        Box::pin(async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .execute(&mut *conn)
+                .await
+                .map_err(LoadError::db(format!("running {sql}")))?;
+            Ok(0)
+        })
+    })
+    .await?;
+    for t in TABLES {
+        for sql in fk_sql(schema, t) {
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .execute(&mut *conn)
+                .await
+                .map_err(LoadError::db(format!("running {sql}")))?;
+        }
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE INDEX ON {}.rejects (file, reason)",
+        q(schema)
+    )))
+    .execute(&mut *conn)
+    .await
+    .map_err(LoadError::db("indexing rejects"))?;
+    tracing::info!(schema, seconds = t1.elapsed().as_secs_f64(), "keys and indexes built");
+
+    let t2 = Instant::now();
+    for t in [
+        "movies",
+        "movie_genres",
+        "movie_companies",
+        "genres",
+        "companies",
+        "links",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {}.{}", q(schema), q(t))))
+            .execute(&mut *conn)
+            .await
+            .map_err(LoadError::db("analyzing"))?;
+    }
+    for (name, sql) in REPORTS {
+        sqlx::query(sqlx::AssertSqlSafe(sub(sql, schema)))
+            .execute(&mut *conn)
+            .await
+            .map_err(LoadError::db(format!("building report {name}")))?;
+    }
+    for sql in REPORT_INDEXES {
+        sqlx::query(sqlx::AssertSqlSafe(sub(sql, schema)))
+            .execute(&mut *conn)
+            .await
+            .map_err(LoadError::db(format!("running {sql}")))?;
+    }
+    tracing::info!(schema, seconds = t2.elapsed().as_secs_f64(), "reports built");
+
+    let row_counts = serde_json::to_value(&rows).expect("counts serialise");
+    let reject_counts: BTreeMap<&str, &BTreeMap<String, u64>> = manifest
+        .files
+        .iter()
+        .map(|(f, fm)| (f.as_str(), &fm.rejected))
+        .collect();
+    let total: u64 = TABLES.iter().map(|t| rows[t.name]).sum();
+    sqlx::query(
+        "UPDATE reelflow.snapshots SET state = 'ready', ready_at = now(), row_counts = $2, reject_counts = $3,
+             rows_total = $4, rejects_total = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(row_counts)
+    .bind(sqlx::types::Json(reject_counts))
+    .bind(total as i64)
+    .bind(manifest.rejects.rows as i64)
+    .execute(&mut *conn)
+    .await
+    .map_err(LoadError::db("marking the snapshot ready"))?;
+    Ok(rows)
+}
+
+/// Publishes a `ready` snapshot: in one transaction the current `movies` schema goes back to
+/// its own name and the new one becomes `movies`. Readers see the old or the new snapshot,
+/// never a mix and never none. Published snapshots beyond `keep_previous` are then dropped.
+pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> Result<PublishOutput, LoadError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(LoadError::db("starting the publish transaction"))?;
+    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
+    let row = sqlx::query("SELECT state, schema_name, period FROM reelflow.snapshots WHERE id = $1")
+        .bind(snapshot_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(LoadError::db("reading the snapshot"))?
+        .ok_or(LoadError::NotPublishable {
+            id: snapshot_id,
+            reason: "no such snapshot".into(),
+        })?;
+    let (state, schema, period): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    if state == "published" {
+        return Ok(PublishOutput {
+            snapshot_id,
+            period,
+            replaced: None,
+            dropped: vec![],
+        });
+    }
+    if state != "ready" {
+        return Err(LoadError::NotPublishable {
+            id: snapshot_id,
+            reason: format!("it is {state}, not ready"),
+        });
+    }
+    let replaced = switch_to(&mut tx, snapshot_id, &schema, "retired").await?;
+    tx.commit().await.map_err(LoadError::db("committing the publish"))?;
+    let dropped = prune(pool, keep_previous).await?;
+    tracing::info!(snapshot_id, period = %period, ?replaced, ?dropped, "snapshot published");
+    Ok(PublishOutput {
+        snapshot_id,
+        period,
+        replaced,
+        dropped,
+    })
+}
+
+/// Inside `tx`: renames the published schema back to its own name (its row gets `old_state`)
+/// and `schema` to `movies`. Returns the id of the snapshot that was replaced.
+async fn switch_to(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: i64,
+    schema: &str,
+    old_state: &str,
+) -> Result<Option<i64>, LoadError> {
+    let current = sqlx::query("SELECT id, schema_name FROM reelflow.snapshots WHERE state = 'published'")
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(LoadError::db("finding the published snapshot"))?;
+    let published_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(PUBLISHED_SCHEMA)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(LoadError::db("looking for the movies schema"))?;
+    let replaced = match current {
+        Some(row) => {
+            let (old_id, old_schema): (i64, String) = (row.get(0), row.get(1));
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER SCHEMA {} RENAME TO {}",
+                q(PUBLISHED_SCHEMA),
+                q(&old_schema)
+            )))
+            .execute(&mut **tx)
+            .await
+            .map_err(LoadError::db("renaming the published schema"))?;
+            sqlx::query("UPDATE reelflow.snapshots SET state = $2, retired_at = now() WHERE id = $1")
+                .bind(old_id)
+                .bind(old_state)
+                .execute(&mut **tx)
+                .await
+                .map_err(LoadError::db("retiring the published snapshot"))?;
+            Some(old_id)
+        }
+        None if published_exists => {
+            return Err(LoadError::NotPublishable {
+                id,
+                reason: format!(
+                    "a schema named {PUBLISHED_SCHEMA} exists that reelflow did not publish; rename or drop it"
+                ),
+            })
+        }
+        None => None,
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER SCHEMA {} RENAME TO {}",
+        q(schema),
+        q(PUBLISHED_SCHEMA)
+    )))
+    .execute(&mut **tx)
+    .await
+    .map_err(LoadError::db("renaming the new snapshot to movies"))?;
+    sqlx::query("UPDATE reelflow.snapshots SET state = 'published', published_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(LoadError::db("marking the snapshot published"))?;
+    Ok(replaced)
+}
+
+/// Drops retired snapshots beyond the `keep` most recently published ones.
+async fn prune(pool: &PgPool, keep: usize) -> Result<Vec<i64>, LoadError> {
+    let old = sqlx::query(
+        "SELECT id, schema_name FROM reelflow.snapshots WHERE state IN ('retired', 'rolled_back')
+         ORDER BY published_at DESC NULLS LAST, id DESC OFFSET $1",
+    )
+    .bind(keep as i64)
+    .fetch_all(pool)
+    .await
+    .map_err(LoadError::db("listing old snapshots"))?;
+    let mut dropped = Vec::new();
+    for row in old {
+        let (id, schema): (i64, String) = (row.get(0), row.get(1));
+        let mut tx = pool.begin().await.map_err(LoadError::db("starting a drop"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            q(&schema)
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(LoadError::db(format!("dropping {schema}")))?;
+        sqlx::query("UPDATE reelflow.snapshots SET state = 'dropped', dropped_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(LoadError::db("recording a dropped snapshot"))?;
+        tx.commit().await.map_err(LoadError::db("committing a drop"))?;
+        dropped.push(id);
+    }
+    Ok(dropped)
+}
+
+/// Publishes the most recent earlier snapshot again; the current one becomes `rolled_back`
+/// (kept, but never chosen by a later rollback).
+pub async fn rollback(pool: &PgPool) -> Result<PublishOutput, LoadError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(LoadError::db("starting the rollback transaction"))?;
+    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
+    let prev = sqlx::query(
+        "SELECT id, schema_name, period FROM reelflow.snapshots WHERE state = 'retired'
+         ORDER BY published_at DESC, id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(LoadError::db("finding the previous snapshot"))?
+    .ok_or(LoadError::NoPrevious)?;
+    let (id, schema, period): (i64, String, String) = (prev.get(0), prev.get(1), prev.get(2));
+    let replaced = switch_to(&mut tx, id, &schema, "rolled_back").await?;
+    tx.commit().await.map_err(LoadError::db("committing the rollback"))?;
+    tracing::info!(snapshot_id = id, period = %period, ?replaced, "rolled back");
+    Ok(PublishOutput {
+        snapshot_id: id,
+        period,
+        replaced,
+        dropped: vec![],
+    })
+}
+
+/// Every snapshot that still has a schema, newest first, then the rest.
+pub async fn list_snapshots(pool: &PgPool) -> Result<Vec<SnapshotInfo>, LoadError> {
+    let rows = sqlx::query(
+        "SELECT id, dag_id, period, state, CASE WHEN state = 'published' THEN 'movies' ELSE schema_name END,
+                rows_total, rejects_total, created_at, published_at, error
+         FROM reelflow.snapshots ORDER BY id DESC",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(LoadError::db("listing snapshots"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SnapshotInfo {
+            id: r.get(0),
+            dag_id: r.get(1),
+            period: r.get(2),
+            state: r.get(3),
+            schema_name: r.get(4),
+            rows_total: r.get(5),
+            rejects_total: r.get(6),
+            created_at: r.get(7),
+            published_at: r.get(8),
+            error: r.get(9),
+        })
+        .collect())
+}
+
+fn input_str<'a>(inputs: &'a Outputs, task: &str, key: &str) -> Result<&'a str, TaskError> {
+    inputs
+        .get(task)
+        .and_then(|v| v.get(key))
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| TaskError::fatal(format!("missing input {task}.{key}: run the {task} task first")))
+}
+
+/// The `load` task: reads `inputs["clean"]["dir"]`, outputs [`LoadOutput`].
+pub struct LoadTask {
+    pub pool: PgPool,
+    pub config: LoadConfig,
+}
+
+impl Task for LoadTask {
+    fn id(&self) -> &'static str {
+        "load"
+    }
+    fn run<'a>(
+        &'a self,
+        ctx: &'a TaskContext,
+        inputs: &'a Outputs,
+    ) -> BoxFuture<'a, Result<serde_json::Value, TaskError>> {
+        Box::pin(async move {
+            let dir = PathBuf::from(input_str(inputs, "clean", "dir")?);
+            let period = ctx.period.to_string();
+            let work = load_snapshot(&self.pool, &dir, &ctx.dag_id, &period, Some(ctx.run_id), &self.config);
+            let out = tokio::select! {
+                r = work => r?,
+                _ = ctx.cancel.cancelled() => return Err(TaskError::cancelled()),
+            };
+            Ok(serde_json::to_value(out).expect("load output serialises"))
+        })
+    }
+}
+
+/// The `publish` task: reads `inputs["load"]["snapshot_id"]`, outputs [`PublishOutput`].
+pub struct PublishTask {
+    pub pool: PgPool,
+    pub config: LoadConfig,
+}
+
+impl Task for PublishTask {
+    fn id(&self) -> &'static str {
+        "publish"
+    }
+    fn run<'a>(
+        &'a self,
+        _ctx: &'a TaskContext,
+        inputs: &'a Outputs,
+    ) -> BoxFuture<'a, Result<serde_json::Value, TaskError>> {
+        Box::pin(async move {
+            let id = inputs
+                .get("load")
+                .and_then(|v| v.get("snapshot_id"))
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| TaskError::fatal("missing input load.snapshot_id: run the load task first"))?;
+            let out = publish(&self.pool, id, self.config.keep_previous).await?;
+            Ok(serde_json::to_value(out).expect("publish output serialises"))
+        })
+    }
+}
