@@ -1,0 +1,359 @@
+//! The HTTP API under `/api/v1/`, plus the probes. Reads are open; mutating endpoints need
+//! `Authorization: Bearer <engine.admin_token>`, compared in constant time.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use reelflow_dag::{DagSpec, Period};
+use reelflow_store::runs::{self, RunError};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+
+use crate::ops;
+
+/// Shared state of the HTTP server.
+pub struct AppState {
+    pub pool: PgPool,
+    pub dag: DagSpec,
+    pub token: Option<String>,
+    /// Unix seconds of the scheduler loop's last turn.
+    pub heartbeat: AtomicI64,
+    pub liveness_secs: i64,
+    pub shutting_down: AtomicBool,
+    pub engine: Option<Arc<crate::engine::Engine>>,
+}
+
+/// An error as JSON: `{"error": {"code": ..., "message": ...}}`. Internals are logged, not sent.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> ApiError {
+        match &e {
+            _ if e.is_not_found() => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            RunError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m.clone()),
+            _ => {
+                tracing::error!(error = %e, "API request failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable; try again",
+                )
+            }
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        if let Some(le) = e.downcast_ref::<reelflow_load::LoadError>() {
+            if matches!(
+                le,
+                reelflow_load::LoadError::NoPrevious | reelflow_load::LoadError::NotPublishable { .. }
+            ) {
+                return ApiError::new(StatusCode::CONFLICT, "conflict", le.to_string());
+            }
+        }
+        tracing::error!(error = %e, "API request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v).map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(e.status(), "too_large", "request body too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(e.status(), "unsupported_media_type", e.body_text()),
+        _ => ApiError::bad_request(format!("invalid JSON body: {}", e.body_text())),
+    })
+}
+
+/// Checks the bearer token; returns the action's origin for the audit record.
+fn authorize(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<String, ApiError> {
+    let Some(expected) = &state.token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "disabled",
+            "mutating endpoints are disabled: no admin token is configured",
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) && !given.is_empty() {
+        Ok(format!("http {}", peer.ip()))
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
+fn period(s: &str, name: &str) -> Result<Period, ApiError> {
+    s.parse()
+        .map_err(|e: reelflow_dag::PeriodError| ApiError::bad_request(format!("{name}: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListRuns {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_runs(
+    State(s): State<Arc<AppState>>,
+    q: Result<Query<ListRuns>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<serde_json::Value> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(st) = &q.state {
+        if !["queued", "running", "success", "failed"].contains(&st.as_str()) {
+            return Err(ApiError::bad_request(
+                "state: expected queued, running, success or failed",
+            ));
+        }
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: expected 1 to 1000"));
+    }
+    let runs = runs::list_runs(&s.pool, Some(&s.dag.id), q.state.as_deref(), limit).await?;
+    Ok(Json(json!({ "runs": runs })))
+}
+
+async fn show_run(State(s): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<ops::RunDetail> {
+    Ok(Json(ops::show_run(&s.pool, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    period: String,
+    #[serde(default)]
+    rerun: bool,
+}
+
+async fn trigger(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    b: Result<Json<TriggerBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<ops::Triggered>), ApiError> {
+    let origin = authorize(&s, &headers, peer)?;
+    let b = body(b)?;
+    let p = period(&b.period, "period")?;
+    let out = ops::trigger(&s.pool, &s.dag, p, b.rerun, "manual", &origin).await?;
+    if let Some(e) = &s.engine {
+        e.wake();
+    }
+    Ok((
+        if out.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(out),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillBody {
+    from: String,
+    to: String,
+    #[serde(default)]
+    rerun: bool,
+}
+
+async fn backfill(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    b: Result<Json<BackfillBody>, JsonRejection>,
+) -> ApiResult<serde_json::Value> {
+    let origin = authorize(&s, &headers, peer)?;
+    let b = body(b)?;
+    let (from, to) = (period(&b.from, "from")?, period(&b.to, "to")?);
+    if from > to {
+        return Err(ApiError::bad_request("from must not be after to"));
+    }
+    let out = ops::backfill(&s.pool, &s.dag, from, to, b.rerun, &origin).await?;
+    if let Some(e) = &s.engine {
+        e.wake();
+    }
+    Ok(Json(json!({ "runs": out })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    #[serde(default)]
+    downstream: bool,
+}
+
+async fn retry(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((id, task)): Path<(i64, String)>,
+    headers: HeaderMap,
+    b: Option<Json<RetryBody>>,
+) -> ApiResult<serde_json::Value> {
+    let origin = authorize(&s, &headers, peer)?;
+    let downstream = b.map(|Json(b)| b.downstream).unwrap_or(false);
+    let cleared = ops::retry(&s.pool, &s.dag, id, &task, downstream, &origin).await?;
+    if let Some(e) = &s.engine {
+        e.wake();
+    }
+    Ok(Json(json!({ "run_id": id, "cleared": cleared })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkBody {
+    state: String,
+}
+
+async fn mark(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((id, task)): Path<(i64, String)>,
+    headers: HeaderMap,
+    b: Result<Json<MarkBody>, JsonRejection>,
+) -> ApiResult<serde_json::Value> {
+    let origin = authorize(&s, &headers, peer)?;
+    let b = body(b)?;
+    if b.state != "success" && b.state != "failed" {
+        return Err(ApiError::bad_request("state: expected success or failed"));
+    }
+    ops::mark(&s.pool, &s.dag, id, &task, &b.state, &origin).await?;
+    if let Some(e) = &s.engine {
+        e.wake();
+    }
+    Ok(Json(json!({ "run_id": id, "task_id": task, "state": b.state })))
+}
+
+async fn snapshots(State(s): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {
+    let snaps = reelflow_load::list_snapshots(&s.pool)
+        .await
+        .map_err(anyhow::Error::from)?;
+    Ok(Json(json!({ "snapshots": snaps })))
+}
+
+async fn rollback(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult<reelflow_load::PublishOutput> {
+    let origin = authorize(&s, &headers, peer)?;
+    Ok(Json(ops::rollback(&s.pool, &origin).await?))
+}
+
+async fn livez(State(s): State<Arc<AppState>>) -> Response {
+    let age = chrono::Utc::now().timestamp() - s.heartbeat.load(Ordering::Relaxed);
+    if age <= s.liveness_secs {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "scheduler_heartbeat_age_seconds": age})),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "stalled", "scheduler_heartbeat_age_seconds": age})),
+        )
+            .into_response()
+    }
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    if s.shutting_down.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting down"})),
+        )
+            .into_response();
+    }
+    let applied: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&s.pool)
+        .await;
+    let expected = reelflow_store::MIGRATOR.iter().count() as i64;
+    match applied {
+        Ok(n) if n >= expected => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+        Ok(n) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "migrations pending", "applied": n, "expected": expected})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "database unreachable"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// The router; tests drive it over a real socket.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/runs", get(list_runs).post(trigger))
+        .route("/api/v1/runs/{id}", get(show_run))
+        .route("/api/v1/runs/{id}/tasks/{task}/retry", post(retry))
+        .route("/api/v1/runs/{id}/tasks/{task}/mark", post(mark))
+        .route("/api/v1/backfill", post(backfill))
+        .route("/api/v1/snapshots", get(snapshots))
+        .route("/api/v1/snapshots/rollback", post(rollback))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}

@@ -1,0 +1,308 @@
+//! Configuration: built-in defaults < a TOML file < environment variables < command-line flags.
+//!
+//! Every key of `config/default.toml` can be set by an environment variable named
+//! `REELFLOW_<SECTION>_<KEY>` (upper case); `DATABASE_URL` also sets `database.url`,
+//! `REELFLOW_LISTEN` `engine.listen` and `REELFLOW_ADMIN_TOKEN` `engine.admin_token`.
+//! All problems of a configuration are reported at once.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub dag_id: String,
+    pub source: String,
+    pub artifacts_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub fetch: FetchSection,
+    pub clean: CleanSection,
+    pub load: reelflow_load::LoadConfig,
+    pub tasks: std::collections::BTreeMap<String, reelflow_dag::RetryPolicy>,
+    pub schedule: ScheduleSection,
+    pub engine: EngineSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    pub cron: String,
+    pub timezone: String,
+    pub enabled: bool,
+    pub catchup: bool,
+    pub start_period: String,
+    pub max_catchup_runs: u32,
+    pub max_active_runs: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    pub listen: String,
+    pub lease_secs: u64,
+    pub heartbeat_secs: u64,
+    pub poll_ms: u64,
+    pub slots: usize,
+    pub shutdown_grace_secs: u64,
+    pub admin_token: String,
+    pub admin_token_file: String,
+    pub worker_id: String,
+}
+
+impl EngineSection {
+    /// The admin token: `admin_token`, else the trimmed content of `admin_token_file`.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        if !self.admin_token.is_empty() {
+            return Ok(Some(self.admin_token.clone()));
+        }
+        if self.admin_token_file.is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.admin_token_file)
+            .map_err(|e| ConfigError(vec![format!("engine.admin_token_file {}: {e}", self.admin_token_file)]))?;
+        let t = text.trim().to_string();
+        Ok((!t.is_empty()).then_some(t))
+    }
+
+    pub fn worker_id(&self) -> String {
+        if !self.worker_id.is_empty() {
+            return self.worker_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub embedded_dir: PathBuf,
+    pub max_connections: u32,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSection {
+    pub connect_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+    pub max_resumes: u32,
+    pub s3_endpoint: String,
+    pub s3_region: String,
+    pub s3_virtual_hosted: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanSection {
+    pub max_entry_bytes: u64,
+}
+
+impl FetchSection {
+    pub fn to_fetch_config(&self) -> reelflow_fetch::FetchConfig {
+        reelflow_fetch::FetchConfig {
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+            read_timeout: std::time::Duration::from_secs(self.read_timeout_secs),
+            max_resumes: self.max_resumes,
+            s3_endpoint: (!self.s3_endpoint.is_empty()).then(|| self.s3_endpoint.clone()),
+            s3_region: self.s3_region.clone(),
+            s3_virtual_hosted: self.s3_virtual_hosted,
+            ..Default::default()
+        }
+    }
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: {}", self.0.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Environment variables with conventional names: (variable, section, key).
+const ALIASES: &[(&str, &str, &str)] = &[
+    ("DATABASE_URL", "database", "url"),
+    ("REELFLOW_LISTEN", "engine", "listen"),
+    ("REELFLOW_ADMIN_TOKEN", "engine", "admin_token"),
+];
+
+/// Merges `over` into `base` key by key; unknown keys are reported.
+fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str, errors: &mut Vec<String>) {
+    for (k, v) in over {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o, &path, errors),
+            (Some(slot), v) if std::mem::discriminant(slot) == std::mem::discriminant(&v) => *slot = v,
+            (Some(slot), v) => errors.push(format!("{path}: expected {}, found {}", slot.type_str(), v.type_str())),
+            (None, _) => errors.push(format!("{path}: unknown key")),
+        }
+    }
+}
+
+/// Applies `REELFLOW_<PATH>` variables to every leaf key, parsed as the key's type.
+fn apply_env(table: &mut toml::Table, prefix: &str, env: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<String>) {
+    for (k, v) in table.iter_mut() {
+        let name = format!("{prefix}_{}", k.to_uppercase());
+        if let toml::Value::Table(t) = v {
+            apply_env(t, &name, env, errors);
+            continue;
+        }
+        let Some(raw) = env(&name) else { continue };
+        let parsed = match v {
+            toml::Value::String(_) => Ok(toml::Value::String(raw.clone())),
+            toml::Value::Integer(_) => raw.trim().parse().map(toml::Value::Integer).map_err(|_| "an integer"),
+            toml::Value::Boolean(_) => raw
+                .trim()
+                .parse()
+                .map(toml::Value::Boolean)
+                .map_err(|_| "true or false"),
+            toml::Value::Float(_) => raw.trim().parse().map(toml::Value::Float).map_err(|_| "a number"),
+            _ => Err("a supported type"),
+        };
+        match parsed {
+            Ok(p) => *v = p,
+            Err(want) => errors.push(format!("{name}={raw:?}: expected {want}")),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let mut table: toml::Table = DEFAULTS.parse().expect("built-in defaults parse");
+        if let Some(path) = file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match text.parse::<toml::Table>() {
+                    Ok(over) => merge(&mut table, over, "", &mut errors),
+                    Err(e) => errors.push(format!("{}: {e}", path.display())),
+                },
+                Err(e) => errors.push(format!("cannot read {}: {e}", path.display())),
+            }
+        }
+        apply_env(&mut table, "REELFLOW", env, &mut errors);
+        // Conventional names that win over the generated ones.
+        for (var, section, key) in ALIASES {
+            if let Some(value) = env(var) {
+                if let Some(toml::Value::Table(t)) = table.get_mut(*section) {
+                    t.insert(key.to_string(), toml::Value::String(value));
+                }
+            }
+        }
+        let cfg: Option<Config> = match toml::Value::Table(table).try_into() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        };
+        if let Some(c) = &cfg {
+            if c.load.parallelism == 0 {
+                errors.push("load.parallelism must be at least 1".into());
+            }
+            if c.fetch.read_timeout_secs == 0 || c.fetch.connect_timeout_secs == 0 {
+                errors.push("fetch timeouts must be at least 1 second".into());
+            }
+            if let Err(e) = reelflow_fetch::Source::parse(&c.source) {
+                errors.push(format!("source: {e}"));
+            }
+            for (task, policy) in &c.tasks {
+                errors.extend(policy.validate(task));
+            }
+            if let Err(e) = reelflow_dag::Schedule::new(&c.schedule.cron, &c.schedule.timezone) {
+                errors.push(format!("schedule: {e}"));
+            }
+            if !c.schedule.start_period.is_empty() {
+                if let Err(e) = c.schedule.start_period.parse::<reelflow_dag::Period>() {
+                    errors.push(format!("schedule.start_period: {e}"));
+                }
+            }
+            if c.schedule.max_active_runs == 0 {
+                errors.push("schedule.max_active_runs must be at least 1".into());
+            }
+            if c.engine.lease_secs == 0
+                || c.engine.heartbeat_secs == 0
+                || c.engine.heartbeat_secs >= c.engine.lease_secs
+            {
+                errors.push("engine.heartbeat_secs must be at least 1 and below engine.lease_secs".into());
+            }
+            if c.engine.slots == 0 {
+                errors.push("engine.slots must be at least 1".into());
+            }
+            if c.engine.listen.parse::<std::net::SocketAddr>().is_err() {
+                errors.push(format!(
+                    "engine.listen {:?}: expected HOST:PORT such as 0.0.0.0:8080",
+                    c.engine.listen
+                ));
+            }
+        }
+        match (cfg, errors.is_empty()) {
+            (Some(c), true) => Ok(c),
+            _ => Err(ConfigError(errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::load(None, &env_of(&[])).unwrap();
+        assert_eq!(c.dag_id, "movies_monthly");
+        assert_eq!(c.load.keep_previous, 2);
+        assert!(c.database.url.is_empty());
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "source = \"/tmp/x.zip\"\n[fetch]\nread_timeout_secs = 5\n").unwrap();
+        let c = Config::load(
+            Some(&path),
+            &env_of(&[
+                ("REELFLOW_FETCH_READ_TIMEOUT_SECS", "7"),
+                ("DATABASE_URL", "postgres://h/db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.source, "/tmp/x.zip");
+        assert_eq!(c.fetch.read_timeout_secs, 7);
+        assert_eq!(c.database.url, "postgres://h/db");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "colour = 1\n[fetch]\nread_timeout_secs = \"soon\"\n").unwrap();
+        let err = Config::load(Some(&path), &env_of(&[("REELFLOW_LOAD_PARALLELISM", "many")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("colour: unknown key"), "{text}");
+        assert!(text.contains("fetch.read_timeout_secs: expected integer"), "{text}");
+        assert!(text.contains("REELFLOW_LOAD_PARALLELISM"), "{text}");
+    }
+}

@@ -1,0 +1,359 @@
+//! The executor: claims ready task instances from the store, runs them with a heartbeat-renewed
+//! lease and a timeout, and records their outcome. Several engines (threads, processes or
+//! replicas) can share one database; the store guarantees each attempt runs on one of them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reelflow_dag::{Cancel, DagSpec, ErrorKind, Period, Task, TaskContext};
+use reelflow_store::runs::{self, Claimed, Outcome, Recorded};
+use sqlx::PgPool;
+use tokio::sync::{watch, Notify};
+use tracing::Instrument;
+
+/// A DAG the engine can run: its spec (stored shape, retry policies) and the task code.
+pub struct Dag {
+    pub spec: DagSpec,
+    pub tasks: HashMap<String, Arc<dyn Task>>,
+}
+
+impl Dag {
+    pub fn new(spec: DagSpec, tasks: Vec<Arc<dyn Task>>) -> Dag {
+        let tasks = tasks
+            .into_iter()
+            .map(|t| (t.id().to_string(), t))
+            .collect::<HashMap<_, _>>();
+        for t in &spec.tasks {
+            assert!(
+                tasks.contains_key(&t.id),
+                "DAG {} has no code for task {}",
+                spec.id,
+                t.id
+            );
+        }
+        Dag { spec, tasks }
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub worker_id: String,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    pub poll: Duration,
+    pub slots: usize,
+    pub max_active_runs: u32,
+    pub artifacts_dir: PathBuf,
+}
+
+/// Counters the engine keeps (exported as metrics by the daemon).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub running: AtomicUsize,
+    pub attempts: AtomicUsize,
+    pub fenced: AtomicUsize,
+    pub expired: AtomicUsize,
+}
+
+pub struct Engine {
+    pub pool: PgPool,
+    pub dags: Vec<Arc<Dag>>,
+    pub config: EngineConfig,
+    pub stats: Arc<EngineStats>,
+    wake: Arc<Notify>,
+}
+
+fn random_unit() -> f64 {
+    rand::random::<f64>()
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, dags: Vec<Arc<Dag>>, config: EngineConfig) -> Engine {
+        Engine {
+            pool,
+            dags,
+            config,
+            stats: Arc::default(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Wakes the claim loop at once (after a trigger or a finished task).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn dag(&self, id: &str) -> Option<&Arc<Dag>> {
+        self.dags.iter().find(|d| d.spec.id == id)
+    }
+
+    fn specs(&self) -> Vec<DagSpec> {
+        self.dags.iter().map(|d| d.spec.clone()).collect()
+    }
+
+    /// One round of housekeeping: expire dead leases, start queued runs within the cap.
+    pub async fn housekeeping(&self) -> Result<(), runs::RunError> {
+        let specs = self.specs();
+        let delay = |task: &str, try_number: i32| {
+            specs
+                .iter()
+                .find_map(|d| d.task(task))
+                .map(|t| t.retry.delay_after(try_number.max(1) as u32, random_unit()))
+                .unwrap_or(Duration::ZERO)
+        };
+        let expired = runs::expire_leases(&self.pool, &specs, &delay).await?;
+        if !expired.is_empty() {
+            self.stats.expired.fetch_add(expired.len(), Ordering::Relaxed);
+            tracing::warn!(task_instances = ?expired, "leases expired; tries counted as failed");
+        }
+        for d in &self.dags {
+            runs::start_queued_runs(&self.pool, &d.spec.id, self.config.max_active_runs).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims and runs tasks until `stop` is set (then lets running tasks finish within
+    /// `grace`, cancels the rest and returns) or, with `only_run`, until that run is finished.
+    pub async fn run(
+        self: &Arc<Self>,
+        only_run: Option<i64>,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> Result<(), runs::RunError> {
+        let (cancel_tx, cancel) = Cancel::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let dag_ids: Vec<String> = self.dags.iter().map(|d| d.spec.id.clone()).collect();
+        let mut stop_rx = stop.clone();
+        let mut last_housekeeping = std::time::Instant::now() - self.config.poll;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if last_housekeeping.elapsed() >= self.config.poll {
+                if let Err(e) = self.housekeeping().await {
+                    tracing::warn!(error = %e, "housekeeping failed; will try again");
+                }
+                last_housekeeping = std::time::Instant::now();
+            }
+            if let Some(run_id) = only_run {
+                let run = runs::get_run(&self.pool, run_id).await?;
+                if (run.state == "success" || run.state == "failed") && tasks.is_empty() {
+                    break;
+                }
+            }
+            // Fill free slots.
+            while tasks.len() < self.config.slots {
+                match runs::claim(
+                    &self.pool,
+                    &self.config.worker_id,
+                    self.config.lease,
+                    &dag_ids,
+                    only_run,
+                )
+                .await
+                {
+                    Ok(Some(claimed)) => {
+                        let me = self.clone();
+                        let cancel = cancel.clone();
+                        tasks.spawn(async move { me.execute(claimed, cancel).await });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming failed; will try again");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = stop_rx.changed() => {}
+            }
+        }
+        if !tasks.is_empty() {
+            tracing::info!(
+                running = tasks.len(),
+                grace_secs = grace.as_secs(),
+                "stopping: waiting for running tasks"
+            );
+            let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+            if drained.is_err() {
+                tracing::warn!("grace period over: cancelling running tasks");
+                let _ = cancel_tx.send(true);
+                while tasks.join_next().await.is_some() {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one claimed attempt: heartbeats, timeout, cancellation, and the recorded outcome.
+    async fn execute(self: Arc<Self>, claimed: Claimed, shutdown: Cancel) {
+        let span = tracing::info_span!("task", run_id = claimed.run_id, dag = %claimed.dag_id, period = %claimed.period,
+            task = %claimed.task_id, try_number = claimed.try_number);
+        self.execute_inner(claimed, shutdown).instrument(span).await;
+        self.wake();
+    }
+
+    async fn execute_inner(&self, claimed: Claimed, shutdown: Cancel) {
+        let Some(dag) = self.dag(&claimed.dag_id).cloned() else {
+            return;
+        };
+        let spec = dag.spec.task(&claimed.task_id).cloned();
+        let (Some(spec), Some(task)) = (spec, dag.tasks.get(&claimed.task_id).cloned()) else {
+            let outcome = Outcome::Failed {
+                error: format!("no code for task {}", claimed.task_id),
+                retry_in: None,
+                kind: "failed",
+            };
+            let _ = runs::finish(&self.pool, &dag.spec, &claimed, outcome).await;
+            return;
+        };
+        let period: Period = match claimed.period.parse() {
+            Ok(p) => p,
+            Err(e) => {
+                let outcome = Outcome::Failed {
+                    error: e.to_string(),
+                    retry_in: None,
+                    kind: "failed",
+                };
+                let _ = runs::finish(&self.pool, &dag.spec, &claimed, outcome).await;
+                return;
+            }
+        };
+        self.stats.running.fetch_add(1, Ordering::Relaxed);
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("task started");
+        let started = std::time::Instant::now();
+
+        // The task's own cancel token: set on shutdown (after the grace), on timeout, or when
+        // the lease is lost.
+        let (cancel_tx, cancel) = Cancel::new();
+        let lost_lease = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let heartbeat = {
+            let pool = self.pool.clone();
+            let lost = lost_lease.clone();
+            let cancel_tx = cancel_tx.clone();
+            let (ti, attempt, lease, every) = (
+                claimed.ti_id,
+                claimed.attempt_id,
+                self.config.lease,
+                self.config.heartbeat,
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match runs::heartbeat(&pool, ti, attempt, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!("lease lost: another worker owns this task now; cancelling");
+                            lost.store(true, Ordering::Relaxed);
+                            let _ = cancel_tx.send(true);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+                    }
+                }
+            })
+        };
+        let forward = {
+            let cancel_tx = cancel_tx.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                let _ = cancel_tx.send(true);
+            })
+        };
+        let ctx = TaskContext {
+            dag_id: claimed.dag_id.clone(),
+            run_id: claimed.run_id,
+            period,
+            try_number: claimed.try_number as u32,
+            artifact_dir: self.config.artifacts_dir.join(&claimed.dag_id).join(&claimed.period),
+            cancel: cancel.clone(),
+        };
+        let result = match std::fs::create_dir_all(&ctx.artifact_dir) {
+            Err(e) => Err(reelflow_dag::TaskError::retryable(format!(
+                "cannot create the artifact folder {}: {e}",
+                ctx.artifact_dir.display()
+            ))),
+            Ok(()) => {
+                let run = task.run(&ctx, &claimed.inputs);
+                match tokio::time::timeout(spec.retry.timeout(), run).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let _ = cancel_tx.send(true);
+                        Err(reelflow_dag::TaskError {
+                            kind: ErrorKind::Retryable,
+                            message: format!("timed out after {} s", spec.retry.timeout_secs),
+                        })
+                    }
+                }
+            }
+        };
+        heartbeat.abort();
+        forward.abort();
+        let timed_out = matches!(&result, Err(e) if e.message.starts_with("timed out after"));
+        let outcome = match result {
+            Ok(out) => Outcome::Success(out),
+            Err(e) => {
+                let retry_in = match e.kind {
+                    ErrorKind::Retryable | ErrorKind::Cancelled => {
+                        Some(spec.retry.delay_after(claimed.try_number.max(1) as u32, random_unit()))
+                    }
+                    ErrorKind::Fatal => None,
+                };
+                // A cancelled try (shutdown) goes back to the queue at once for the next worker.
+                let retry_in = if e.kind == ErrorKind::Cancelled {
+                    Some(Duration::ZERO)
+                } else {
+                    retry_in
+                };
+                let kind = if timed_out {
+                    "timeout"
+                } else if e.kind == ErrorKind::Cancelled {
+                    "cancelled"
+                } else {
+                    "failed"
+                };
+                tracing::warn!(error = %e.message, retryable = retry_in.is_some(), "task failed");
+                Outcome::Failed {
+                    error: e.message,
+                    retry_in,
+                    kind,
+                }
+            }
+        };
+        let ok = matches!(outcome, Outcome::Success(_));
+        let mut recorded = None;
+        for i in 0..5 {
+            match runs::finish(&self.pool, &dag.spec, &claimed, outcome.clone()).await {
+                Ok(r) => {
+                    recorded = Some(r);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording the result failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << i)).await;
+                }
+            }
+        }
+        self.stats.running.fetch_sub(1, Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64();
+        match recorded {
+            Some(Recorded::Accepted(state)) => tracing::info!(state, seconds = secs, success = ok, "task finished"),
+            Some(Recorded::Fenced) => {
+                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    seconds = secs,
+                    lost_lease = lost_lease.load(Ordering::Relaxed),
+                    "result refused: this attempt no longer holds the lease"
+                )
+            }
+            None => tracing::error!("could not record the result; the lease will expire and the task will be retried"),
+        }
+    }
+}

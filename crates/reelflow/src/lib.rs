@@ -1,0 +1,10 @@
+//! reelflow as a library: configuration, database selection, the engine, the DAG, the
+//! operator actions and the HTTP API, so the binary stays thin and tests drive the same code.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod engine;
+pub mod ops;
+pub mod pipeline;
+pub mod serve;

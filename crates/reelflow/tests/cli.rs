@@ -1,0 +1,243 @@
+//! The `reelflow` binary end to end: a real S3-protocol server, a real PostgreSQL, real
+//! processes and signals.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reelflow_e2e::pg::TestDb;
+use reelflow_e2e::s3::{Fault, FaultProxy, S3Server};
+use reelflow_e2e::{fixture, http};
+
+const BIN: &str = env!("CARGO_BIN_EXE_reelflow");
+
+fn reelflow(db: &TestDb, artifacts: &std::path::Path, endpoint: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("REELFLOW_ARTIFACTS_DIR", artifacts)
+        .env("REELFLOW_FETCH_S3_ENDPOINT", endpoint)
+        .env("REELFLOW_FETCH_READ_TIMEOUT_SECS", "30")
+        .env("REELFLOW_TASKS_FETCH_MAX_TRIES", "2")
+        .env("REELFLOW_TASKS_FETCH_INITIAL_DELAY_SECS", "0.1")
+        .env("REELFLOW_LOG", "info");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+// Multi-threaded: the blocking `output()` calls must not starve the in-process S3 server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_from_s3_then_again_then_errors_with_exit_codes() {
+    let db = TestDb::new().await;
+    let s3 = S3Server::start(None).await;
+    s3.put("public-data", "movies/the-movies-dataset.zip", &fixture::zip());
+    let dir = tempfile::tempdir().unwrap();
+    let source = "s3://public-data/movies/the-movies-dataset.zip";
+
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .args(["run", "--period", "2026-11", "--source", source])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "for period 2026-11: success",
+        "movies_metadata.csv",
+        "duplicate_id=3",
+        "snapshot",
+        "publish",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
+    }
+    let movies: i64 = sqlx::query_scalar("SELECT count(*) FROM movies.movies")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(movies, 8);
+
+    // The same period again: already done, exit 0, nothing runs.
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .args(["run", "--period", "2026-11", "--source", source])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already succeeded"),
+        "{}",
+        text(&out)
+    );
+
+    // A missing object: exit 1, one paragraph naming the task and the object.
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .args(["run", "--period", "2026-10", "--source", "s3://public-data/missing.zip"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("task fetch failed")
+            && stderr.contains("s3://public-data/missing.zip")
+            && stderr.contains("404"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("retrying will not help"), "{stderr}");
+
+    // Usage errors exit 2, configuration errors 78.
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .args(["run", "--period", "2026-13"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .env("REELFLOW_LOAD_PARALLELISM", "lots")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REELFLOW_LOAD_PARALLELISM"));
+
+    // Operators see the runs and attempts with their errors.
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("2026-11") && listing.contains("success") && listing.contains("failed"),
+        "{listing}"
+    );
+    let run_id: i64 = sqlx::query_scalar("SELECT id FROM reelflow.dag_runs WHERE period = '2026-10'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .args(["runs", "show", &run_id.to_string()])
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&out.stdout);
+    assert!(show.contains("upstream_failed") && show.contains("404"), "{show}");
+}
+
+#[tokio::test]
+async fn serve_stops_cleanly_on_sigterm_during_a_task() {
+    let db = TestDb::new().await;
+    let s3 = S3Server::start(None).await;
+    let zip = fixture::zip();
+    s3.put("public-data", "slow.zip", &zip);
+    // The body stalls after 100 bytes for longer than the test lasts.
+    let proxy = FaultProxy::start(
+        s3.addr,
+        Fault::Stall {
+            after: 100,
+            pause: Duration::from_secs(120),
+        },
+        100,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = reelflow(&db, dir.path(), &proxy.endpoint)
+        .env("REELFLOW_SOURCE", "s3://public-data/slow.zip")
+        .env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REELFLOW_ADMIN_TOKEN", "t0ken")
+        .env("REELFLOW_SCHEDULE_ENABLED", "false")
+        .env("REELFLOW_ENGINE_POLL_MS", "100")
+        .env("REELFLOW_ENGINE_SHUTDOWN_GRACE_SECS", "1")
+        .args(["serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve did not start listening");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http::request(
+        addr,
+        "POST",
+        "/api/v1/runs",
+        &[("Authorization", "Bearer t0ken")],
+        Some(r#"{"period":"2026-11"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Wait until fetch is running (and stalled).
+    loop {
+        let running: i64 = sqlx::query_scalar("SELECT count(*) FROM reelflow.task_instances WHERE state = 'running'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if running == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fetch never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(15),
+            "serve did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "exit {status:?}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(sent.elapsed() < Duration::from_secs(10), "took {:?}", sent.elapsed());
+    // The attempt was cancelled and the task handed back for the next start, lease released.
+    let (state, owner): (String, Option<String>) =
+        sqlx::query_as("SELECT state, lease_owner FROM reelflow.task_instances WHERE task_id = 'fetch'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), owner), ("up_for_retry", None));
+    let outcome: String = sqlx::query_scalar("SELECT outcome FROM reelflow.attempts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outcome, "cancelled");
+    // Logs are JSON lines with the task's run id, dag, task and try in the lines inside it.
+    let logs = String::from_utf8_lossy(&out.stdout);
+    let inside: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "task started")
+        .collect();
+    assert_eq!(inside.len(), 1, "{logs}");
+    let span = &inside[0]["span"];
+    assert_eq!(
+        (span["dag"].as_str(), span["task"].as_str(), span["try_number"].as_i64()),
+        (Some("movies_monthly"), Some("fetch"), Some(1))
+    );
+    assert!(!logs.contains("t0ken"), "the admin token leaked into the logs");
+}
