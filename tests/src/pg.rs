@@ -1,0 +1,69 @@
+//! Real PostgreSQL for tests: `DATABASE_URL` when set (used as the admin connection), else a
+//! private cluster from the machine's server binaries, shared by every test process of this
+//! user and started on first use. Each test gets a fresh database of its own.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+
+static ADMIN_URL: OnceCell<String> = OnceCell::const_new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+async fn admin_url() -> String {
+    ADMIN_URL
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                return url;
+            }
+            let dir = std::env::temp_dir().join("reelflow-test-pg").join("data");
+            let pg = tokio::task::spawn_blocking(move || reelflow_store::EmbeddedPg::start(&dir, true))
+                .await
+                .expect("embedded start task")
+                .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
+            pg.url("postgres")
+        })
+        .await
+        .clone()
+}
+
+/// A fresh, migrated database.
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin_url = admin_url().await;
+        let name = format!(
+            "reelflow_t_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let admin = reelflow_store::connect_admin(&admin_url)
+            .await
+            .expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let url = match admin_url.rsplit_once('/') {
+            Some((base, last)) if !last.contains('@') && !last.contains(':') => {
+                let query = last.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+                format!("{base}/{name}{query}")
+            }
+            _ => format!("{admin_url}/{name}"),
+        };
+        let pool = reelflow_store::connect(&url, 8, Duration::from_secs(30))
+            .await
+            .expect("connect test database");
+        TestDb { url, pool }
+    }
+}

@@ -1,0 +1,464 @@
+//! The whole monthly pipeline over the fixture zip, against a real PostgreSQL: report rows
+//! computed by hand, rejects, idempotent re-runs, and a failed load that leaves the published
+//! snapshot alone.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use reelflow::config::Config;
+use reelflow_dag::Period;
+use reelflow_e2e::{fixture, pg::TestDb};
+use sqlx::{PgPool, Row};
+
+fn config(db: &TestDb, source: &Path, artifacts: &Path) -> Config {
+    let vars: HashMap<&str, String> = [
+        ("DATABASE_URL", db.url.clone()),
+        ("REELFLOW_SOURCE", source.display().to_string()),
+        ("REELFLOW_ARTIFACTS_DIR", artifacts.display().to_string()),
+    ]
+    .into_iter()
+    .collect();
+    Config::load(None, &|k| vars.get(k).cloned()).expect("test config")
+}
+
+struct Setup {
+    db: TestDb,
+    dir: tempfile::TempDir,
+    cfg: Config,
+}
+
+async fn setup(zip: Vec<u8>) -> Setup {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("the-movies-dataset.zip");
+    std::fs::write(&source, zip).unwrap();
+    let cfg = config(&db, &source, &dir.path().join("artifacts"));
+    Setup { db, dir, cfg }
+}
+
+async fn rows(pool: &PgPool, sql: &str) -> Vec<String> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT row_to_json(t)::text FROM ({sql}) t"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    .into_iter()
+    .map(|r| r.get::<String, _>(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn fixture_reports_match_hand_computed_rows() {
+    let s = setup(fixture::zip()).await;
+    let period: Period = "2026-11".parse().unwrap();
+    let report = reelflow::pipeline::run_period(&s.cfg, &s.db.pool, period, false)
+        .await
+        .expect("pipeline");
+    assert!(report.succeeded(), "{}", report.failure());
+    let summary = report.render();
+    assert!(summary.contains("for period 2026-11: success"), "{summary}");
+    let pool = &s.db.pool;
+
+    // company_yearly: Lion's Gate (1) and Acme Pictures (2). Movie 104 has no date, 107 an
+    // impossible one: both are out. 101 has budget 0 (unknown), 102 revenue 0, 105 neither and
+    // an unparsable popularity. 103's revenue passes 2^31.
+    assert_eq!(
+        rows(pool, "SELECT company_id, company_name, year, movies, budget_total, revenue_total, profit_total, movies_with_budget, movies_with_revenue, movies_with_profit, avg_popularity FROM movies.company_yearly ORDER BY company_id, year").await,
+        vec![
+            r#"{"company_id":1,"company_name":"Lion's Gate","year":2010,"movies":2,"budget_total":1000,"revenue_total":8000,"profit_total":2000,"movies_with_budget":1,"movies_with_revenue":2,"movies_with_profit":1,"avg_popularity":7}"#,
+            r#"{"company_id":1,"company_name":"Lion's Gate","year":2011,"movies":1,"budget_total":237000000,"revenue_total":2787965087,"profit_total":2550965087,"movies_with_budget":1,"movies_with_revenue":1,"movies_with_profit":1,"avg_popularity":185.07}"#,
+            r#"{"company_id":2,"company_name":"Acme Pictures","year":2010,"movies":2,"budget_total":3000,"revenue_total":3000,"profit_total":2000,"movies_with_budget":2,"movies_with_revenue":1,"movies_with_profit":1,"avg_popularity":8}"#,
+            r#"{"company_id":2,"company_name":"Acme Pictures","year":2011,"movies":1,"budget_total":null,"revenue_total":null,"profit_total":null,"movies_with_budget":0,"movies_with_revenue":0,"movies_with_profit":0,"avg_popularity":null}"#,
+        ]
+    );
+
+    assert_eq!(
+        rows(pool, "SELECT company_id, year, genre_id, genre_name, releases FROM movies.company_genre_yearly ORDER BY company_id, year, genre_id").await,
+        vec![
+            r#"{"company_id":1,"year":2010,"genre_id":18,"genre_name":"Drama","releases":1}"#,
+            r#"{"company_id":1,"year":2010,"genre_id":28,"genre_name":"Action","releases":2}"#,
+            r#"{"company_id":1,"year":2011,"genre_id":28,"genre_name":"Action","releases":1}"#,
+            r#"{"company_id":2,"year":2010,"genre_id":18,"genre_name":"Drama","releases":2}"#,
+            r#"{"company_id":2,"year":2010,"genre_id":28,"genre_name":"Action","releases":1}"#,
+            r#"{"company_id":2,"year":2010,"genre_id":35,"genre_name":"Comedy","releases":1}"#,
+            r#"{"company_id":2,"year":2011,"genre_id":35,"genre_name":"Comedy","releases":1}"#,
+        ]
+    );
+
+    // genre_yearly with ranks; 2012 ties Comedy and Drama at 5.0: the name breaks the tie.
+    assert_eq!(
+        rows(pool, "SELECT year, popularity_rank, genre_id, genre_name, movies, avg_popularity, budget_total, revenue_total, profit_total, movies_with_budget, movies_with_revenue, movies_with_profit FROM movies.genre_yearly ORDER BY year, popularity_rank").await,
+        vec![
+            r#"{"year":2010,"popularity_rank":1,"genre_id":18,"genre_name":"Drama","movies":2,"avg_popularity":8,"budget_total":3000,"revenue_total":3000,"profit_total":2000,"movies_with_budget":2,"movies_with_revenue":1,"movies_with_profit":1}"#,
+            r#"{"year":2010,"popularity_rank":2,"genre_id":28,"genre_name":"Action","movies":2,"avg_popularity":7,"budget_total":1000,"revenue_total":8000,"profit_total":2000,"movies_with_budget":1,"movies_with_revenue":2,"movies_with_profit":1}"#,
+            r#"{"year":2010,"popularity_rank":3,"genre_id":35,"genre_name":"Comedy","movies":1,"avg_popularity":6,"budget_total":2000,"revenue_total":null,"profit_total":null,"movies_with_budget":1,"movies_with_revenue":0,"movies_with_profit":0}"#,
+            r#"{"year":2011,"popularity_rank":1,"genre_id":28,"genre_name":"Action","movies":1,"avg_popularity":185.07,"budget_total":237000000,"revenue_total":2787965087,"profit_total":2550965087,"movies_with_budget":1,"movies_with_revenue":1,"movies_with_profit":1}"#,
+            r#"{"year":2011,"popularity_rank":2,"genre_id":35,"genre_name":"Comedy","movies":1,"avg_popularity":null,"budget_total":null,"revenue_total":null,"profit_total":null,"movies_with_budget":0,"movies_with_revenue":0,"movies_with_profit":0}"#,
+            r#"{"year":2012,"popularity_rank":1,"genre_id":35,"genre_name":"Comedy","movies":1,"avg_popularity":5,"budget_total":500,"revenue_total":400,"profit_total":-100,"movies_with_budget":1,"movies_with_revenue":1,"movies_with_profit":1}"#,
+            r#"{"year":2012,"popularity_rank":2,"genre_id":18,"genre_name":"Drama","movies":1,"avg_popularity":5,"budget_total":500,"revenue_total":400,"profit_total":-100,"movies_with_budget":1,"movies_with_revenue":1,"movies_with_profit":1}"#,
+        ]
+    );
+
+    assert_eq!(
+        rows(pool, "SELECT * FROM movies.most_popular_genre_yearly ORDER BY year").await,
+        vec![
+            r#"{"year":2010,"genre_id":18,"genre_name":"Drama","avg_popularity":8}"#,
+            r#"{"year":2011,"genre_id":28,"genre_name":"Action","avg_popularity":185.07}"#,
+            r#"{"year":2012,"genre_id":35,"genre_name":"Comedy","avg_popularity":5}"#,
+        ]
+    );
+
+    // Ratings reach movies through links (MovieLens 1 -> TMDB 100, 2 -> 101); the repeated
+    // (user 1, movie 1) rating is rejected, so movie 100 keeps 4.0 and 5.0.
+    assert_eq!(
+        rows(pool, "SELECT * FROM movies.movie_ratings ORDER BY movie_id").await,
+        vec![
+            r#"{"movie_id":100,"ratings":2,"avg_rating":4.5}"#,
+            r#"{"movie_id":101,"ratings":1,"avg_rating":3}"#
+        ]
+    );
+
+    // The first row of a repeated id wins.
+    assert_eq!(
+        rows(pool, "SELECT id, title, revenue, budget, collection_id FROM movies.movies WHERE id IN (100, 101, 102) ORDER BY id").await,
+        vec![
+            r#"{"id":100,"title":"Alpha","revenue":3000,"budget":1000,"collection_id":5}"#,
+            r#"{"id":101,"title":"Beta","revenue":5000,"budget":null,"collection_id":null}"#,
+            r#"{"id":102,"title":"Gamma","revenue":null,"budget":2000,"collection_id":null}"#,
+        ]
+    );
+    assert_eq!(
+        rows(
+            pool,
+            "SELECT title, overview, popularity FROM movies.movies WHERE id IN (102, 105) ORDER BY id"
+        )
+        .await,
+        vec![
+            r#"{"title":"Gamma","overview":"First line\nsecond line\nthird \"quoted\" line","popularity":6}"#,
+            r#"{"title":"Amélie — 東京","overview":"Ünïcödé","popularity":null}"#,
+        ]
+    );
+    assert_eq!(
+        rows(pool, "SELECT name FROM movies.companies ORDER BY id").await,
+        vec![r#"{"name":"Lion's Gate"}"#, r#"{"name":"Acme Pictures"}"#]
+    );
+    assert_eq!(
+        rows(pool, "SELECT movie_id, name FROM movies.cast_members ORDER BY movie_id").await,
+        vec![
+            r#"{"movie_id":100,"name":"Tom O'Hara"}"#,
+            r#"{"movie_id":101,"name":"Zoë"}"#
+        ]
+    );
+
+    // Every rejected row is kept with file, line, reason and raw text, and counted per reason.
+    assert_eq!(
+        rows(
+            pool,
+            "SELECT file, line, reason FROM movies.rejects WHERE file = 'movies_metadata.csv' ORDER BY line"
+        )
+        .await,
+        vec![
+            r#"{"file":"movies_metadata.csv","line":9,"reason":"duplicate_id"}"#,
+            r#"{"file":"movies_metadata.csv","line":11,"reason":"field_count"}"#,
+            r#"{"file":"movies_metadata.csv","line":12,"reason":"field_count"}"#,
+            r#"{"file":"movies_metadata.csv","line":13,"reason":"bad_id"}"#,
+            r#"{"file":"movies_metadata.csv","line":14,"reason":"bad_id"}"#,
+            r#"{"file":"movies_metadata.csv","line":15,"reason":"bad_id"}"#,
+            r#"{"file":"movies_metadata.csv","line":17,"reason":"duplicate_id"}"#,
+            r#"{"file":"movies_metadata.csv","line":18,"reason":"duplicate_id"}"#,
+        ]
+    );
+    let raw: String =
+        sqlx::query_scalar("SELECT raw FROM movies.rejects WHERE file = 'movies_metadata.csv' AND line = 13")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(
+        raw.contains(",2012-09-29,tt2012-09-29,") || raw.contains("2012-09-29"),
+        "{raw}"
+    );
+    assert_eq!(
+        rows(pool, "SELECT file, reason, rows FROM movies.reject_counts WHERE file <> 'movies_metadata.csv' ORDER BY file, reason").await,
+        vec![
+            r#"{"file":"credits.csv","reason":"duplicate_id","rows":1}"#,
+            r#"{"file":"credits.csv","reason":"unknown_movie","rows":1}"#,
+            r#"{"file":"keywords.csv","reason":"bad_id","rows":1}"#,
+            r#"{"file":"keywords.csv","reason":"duplicate_id","rows":1}"#,
+            r#"{"file":"keywords.csv","reason":"unknown_movie","rows":1}"#,
+            r#"{"file":"links.csv","reason":"duplicate_key","rows":1}"#,
+            r#"{"file":"links_small.csv","reason":"duplicate_key","rows":1}"#,
+            r#"{"file":"ratings.csv","reason":"duplicate_key","rows":1}"#,
+            r#"{"file":"ratings_small.csv","reason":"duplicate_key","rows":1}"#,
+        ]
+    );
+    assert_eq!(
+        rows(pool, "SELECT column_name, values_nulled FROM movies.unparsable_counts WHERE file = 'movies_metadata.csv' ORDER BY column_name").await,
+        vec![
+            r#"{"column_name":"genres","values_nulled":1}"#,
+            r#"{"column_name":"popularity","values_nulled":1}"#,
+            r#"{"column_name":"release_date","values_nulled":1}"#,
+        ]
+    );
+    let (state, rejects): (String, i64) =
+        sqlx::query_as("SELECT state, rejects_total FROM reelflow.snapshots WHERE period = '2026-11'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), rejects), ("published", 8 + 9));
+}
+
+/// A content checksum of every table of the published schema, in a stable order.
+async fn published_checksums(pool: &PgPool) -> Vec<(String, i64, String)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'movies' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for t in tables {
+        let (n, sum): (i64, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), md5(string_agg(r::text, E'\\n' ORDER BY r::text)) FROM movies.\"{t}\" r"
+        )))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        out.push((t, n, sum.unwrap_or_default()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn same_period_twice_publishes_identical_data_and_keeps_two_previous() {
+    let s = setup(fixture::zip()).await;
+    let period: Period = "2026-10".parse().unwrap();
+    let pool = &s.db.pool;
+    assert!(reelflow::pipeline::run_period(&s.cfg, pool, period, false)
+        .await
+        .expect("first run")
+        .succeeded());
+    let first = published_checksums(pool).await;
+    assert!(first.len() >= 20, "{first:?}");
+    let clean_manifest = std::fs::read(s.cfg.artifacts_dir.join("movies_monthly/2026-10/clean/manifest.json")).unwrap();
+    for _ in 0..3 {
+        let report = reelflow::pipeline::run_period(&s.cfg, pool, period, true)
+            .await
+            .expect("re-run");
+        assert!(report.succeeded(), "{}", report.failure());
+        assert_eq!(
+            report.outputs["fetch"]["reused"], true,
+            "unchanged file source is reused"
+        );
+    }
+    assert_eq!(published_checksums(pool).await, first, "re-runs publish identical data");
+    assert_eq!(
+        std::fs::read(s.cfg.artifacts_dir.join("movies_monthly/2026-10/clean/manifest.json")).unwrap(),
+        clean_manifest,
+        "the same zip gives byte-identical clean outputs"
+    );
+    // Four publishes: the current one plus two previous are kept, the oldest is dropped.
+    let states: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM reelflow.snapshots ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let names: Vec<&str> = states.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(names, ["dropped", "retired", "retired", "published"]);
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname = 'movies' OR nspname LIKE 'reelflow_snap_%' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        schemas,
+        vec![
+            "movies".to_string(),
+            format!("reelflow_snap_{}", states[1].0),
+            format!("reelflow_snap_{}", states[2].0)
+        ]
+    );
+
+    // Rollback publishes the previous snapshot, and that one's data is the same here.
+    let out = reelflow_load::rollback(pool).await.unwrap();
+    assert_eq!(out.snapshot_id, states[2].0);
+    assert_eq!(published_checksums(pool).await, first);
+}
+
+#[tokio::test]
+async fn failed_load_leaves_published_snapshot_and_no_half_built_schema() {
+    let s = setup(fixture::zip()).await;
+    let pool = &s.db.pool;
+    assert!(
+        reelflow::pipeline::run_period(&s.cfg, pool, "2026-09".parse().unwrap(), false)
+            .await
+            .expect("good run")
+            .succeeded()
+    );
+    let before = published_checksums(pool).await;
+
+    // Corrupt one COPY file after cleaning: the load fails midway, after some tables are in.
+    let clean_dir = s.cfg.artifacts_dir.join("movies_monthly/2026-09/clean");
+    let mut text = std::fs::read_to_string(clean_dir.join("ratings.tsv")).unwrap();
+    text.push_str("not-a-number\t1\t1\t1\n");
+    std::fs::write(clean_dir.join("ratings.tsv"), text).unwrap();
+    let err = reelflow_load::load_snapshot(pool, &clean_dir, "movies_monthly", "2026-09", None, &Default::default())
+        .await
+        .expect_err("load of a corrupt file must fail");
+    let task_err: reelflow_dag::TaskError = err.into();
+    assert!(!task_err.is_retryable(), "{task_err}");
+    assert!(task_err.message.contains("ratings"), "{task_err}");
+
+    assert_eq!(
+        published_checksums(pool).await,
+        before,
+        "the published snapshot is untouched"
+    );
+    let leftovers: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'reelflow_snap_%'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert!(leftovers.is_empty(), "half-built schemas left: {leftovers:?}");
+    let failed: (String, Option<String>) =
+        sqlx::query_as("SELECT state, error FROM reelflow.snapshots ORDER BY id DESC LIMIT 1")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(failed.0, "failed");
+    assert!(failed.1.unwrap_or_default().contains("ratings"));
+    drop(s.dir);
+}
+
+#[tokio::test]
+async fn real_sample_files_load_and_reports_agree_with_an_independent_sql_computation() {
+    let Some(zip) = fixture::real_sample_zip() else {
+        eprintln!("skipped: ../shared/data is not on this machine");
+        return;
+    };
+    let s = setup(zip).await;
+    let pool = &s.db.pool;
+    let report = reelflow::pipeline::run_period(&s.cfg, pool, "2026-08".parse().unwrap(), false)
+        .await
+        .expect("pipeline on real samples");
+    assert!(report.succeeded(), "{}", report.failure());
+    let movies: i64 = sqlx::query_scalar("SELECT count(*) FROM movies.movies")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        movies,
+        5000 - sqlx::query_scalar::<_, i64>("SELECT count(*) FROM movies.rejects WHERE file = 'movies_metadata.csv'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    );
+    let ratings: i64 = sqlx::query_scalar("SELECT count(*) FROM movies.ratings_small")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(ratings, 100_004);
+}
+
+async fn attempts_per_task(pool: &PgPool, run_id: i64) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT task_id, count(*) FROM reelflow.attempts WHERE run_id = $1 GROUP BY task_id ORDER BY min(id)",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+fn counts(v: &[(&str, i64)]) -> Vec<(String, i64)> {
+    v.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+}
+
+#[tokio::test]
+async fn retrying_load_reuses_the_stored_clean_output_with_and_without_downstream() {
+    let s = setup(fixture::zip()).await;
+    let pool = &s.db.pool;
+    let period: Period = "2026-07".parse().unwrap();
+    let first = reelflow::pipeline::run_period(&s.cfg, pool, period, false)
+        .await
+        .unwrap();
+    assert!(first.succeeded());
+    let run_id = first.run.id;
+    let published = published_checksums(pool).await;
+    let dag = reelflow::pipeline::dag_spec(&s.cfg);
+    // The source disappears: fetching or cleaning again would fail, so a passing retry proves
+    // load ran from the stored clean output.
+    std::fs::remove_file(s.dir.path().join("the-movies-dataset.zip")).unwrap();
+
+    // Without downstream: load runs again and builds a new ready snapshot; publish stays done.
+    let cleared = reelflow::ops::retry(pool, &dag, run_id, "load", false, "test")
+        .await
+        .unwrap();
+    assert_eq!(cleared, ["load"]);
+    let again = reelflow::pipeline::run_period(&s.cfg, pool, period, false)
+        .await
+        .unwrap();
+    assert!(again.already_done || again.succeeded());
+    let e = reelflow::engine::Engine::new(
+        pool.clone(),
+        vec![reelflow::pipeline::dag(&s.cfg, pool).unwrap()],
+        reelflow::pipeline::engine_config(&s.cfg),
+    );
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    std::sync::Arc::new(e)
+        .run(Some(run_id), rx, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts_per_task(pool, run_id).await,
+        counts(&[("fetch", 1), ("clean", 1), ("load", 2), ("publish", 1)])
+    );
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM reelflow.snapshots ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(states, ["published", "ready"]);
+
+    // With downstream: load and publish run again; the new snapshot is published.
+    let cleared = reelflow::ops::retry(pool, &dag, run_id, "load", true, "test")
+        .await
+        .unwrap();
+    assert_eq!(cleared, ["load", "publish"]);
+    let e = reelflow::engine::Engine::new(
+        pool.clone(),
+        vec![reelflow::pipeline::dag(&s.cfg, pool).unwrap()],
+        reelflow::pipeline::engine_config(&s.cfg),
+    );
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    std::sync::Arc::new(e)
+        .run(Some(run_id), rx, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts_per_task(pool, run_id).await,
+        counts(&[("fetch", 1), ("clean", 1), ("load", 3), ("publish", 2)])
+    );
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM reelflow.snapshots ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        states,
+        ["retired", "dropped", "published"],
+        "the unpublished ready snapshot was superseded"
+    );
+    assert_eq!(published_checksums(pool).await, published, "same data");
+    let actions: Vec<(String, String)> =
+        sqlx::query_as("SELECT origin, action FROM reelflow.operator_actions ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        actions,
+        vec![
+            ("cli".into(), "trigger".into()),
+            ("test".into(), "retry".into()),
+            ("test".into(), "retry".into())
+        ]
+    );
+}
