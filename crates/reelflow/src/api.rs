@@ -18,6 +18,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
+use crate::metrics::METRICS;
 use crate::ops;
 
 /// Shared state of the HTTP server.
@@ -337,6 +338,76 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Values that every replica reports from the store, so they survive restarts.
+async fn refresh_from_store(s: &AppState) -> Result<(), sqlx::Error> {
+    let m = &METRICS;
+    let last: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(ended_at))::float8 FROM reelflow.dag_runs WHERE dag_id = $1 AND state = 'success'",
+    )
+    .bind(&s.dag.id)
+    .fetch_one(&s.pool)
+    .await?;
+    if let Some(t) = last {
+        m.last_success.set(&[("dag", &s.dag.id)], t);
+    }
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT ti.task_id, extract(epoch FROM max(now() - ti.started_at))::float8
+         FROM reelflow.task_instances ti JOIN reelflow.dag_runs r ON r.id = ti.run_id
+         WHERE r.dag_id = $1 AND ti.state = 'running' GROUP BY ti.task_id",
+    )
+    .bind(&s.dag.id)
+    .fetch_all(&s.pool)
+    .await?;
+    for t in &s.dag.tasks {
+        let age = rows.iter().find(|(id, _)| *id == t.id).map(|(_, a)| *a).unwrap_or(0.0);
+        m.oldest_running.set(&[("dag", &s.dag.id), ("task", &t.id)], age);
+        m.task_timeout
+            .set(&[("dag", &s.dag.id), ("task", &t.id)], t.retry.timeout_secs as f64);
+    }
+    Ok(())
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    if let Err(e) = refresh_from_store(&s).await {
+        tracing::warn!(error = %e, "metrics: the store is unreachable; serving the last known values");
+    }
+    let m = &METRICS;
+    m.scheduler_heartbeat
+        .set(&[], s.heartbeat.load(Ordering::Relaxed) as f64);
+    m.build_info.set(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}
+
+/// Declares the series of a DAG at zero so dashboards and alerts see them before any event.
+pub fn declare_series(dag: &DagSpec) {
+    let m = &METRICS;
+    let d = dag.id.as_str();
+    for t in &dag.tasks {
+        let task = t.id.as_str();
+        for outcome in ["success", "failed", "timeout", "cancelled", "lease_expired"] {
+            m.task_attempts
+                .touch(&[("dag", d), ("task", task), ("outcome", outcome)]);
+        }
+        m.task_retries.touch(&[("dag", d), ("task", task)]);
+        m.task_duration.touch(&[("dag", d), ("task", task)]);
+    }
+    for state in ["success", "failed"] {
+        m.dag_runs.touch(&[("dag", d), ("state", state)]);
+    }
+    m.dag_run_duration.touch(&[("dag", d)]);
+    m.running_tasks.touch(&[]);
+    m.lease_expirations.touch(&[]);
+    m.fenced_results.touch(&[]);
+    m.fetch_bytes.touch(&[]);
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
@@ -346,6 +417,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/runs", get(list_runs).post(trigger))
         .route("/api/v1/runs/{id}", get(show_run))
         .route("/api/v1/runs/{id}/tasks/{task}/retry", post(retry))
@@ -353,6 +425,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/backfill", post(backfill))
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/snapshots/rollback", post(rollback))
+        .merge(crate::reports_api::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)

@@ -14,6 +14,17 @@ use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
 
+use crate::metrics::METRICS;
+
+fn record_run_end(end: &runs::RunEnd) {
+    METRICS
+        .dag_runs
+        .inc(&[("dag", end.dag_id.as_str()), ("state", end.state.as_str())]);
+    METRICS
+        .dag_run_duration
+        .observe(&[("dag", end.dag_id.as_str())], end.seconds);
+}
+
 /// A DAG the engine can run: its spec (stored shape, retry policies) and the task code.
 pub struct Dag {
     pub spec: DagSpec,
@@ -106,9 +117,21 @@ impl Engine {
                 .unwrap_or(Duration::ZERO)
         };
         let expired = runs::expire_leases(&self.pool, &specs, &delay).await?;
-        if !expired.is_empty() {
-            self.stats.expired.fetch_add(expired.len(), Ordering::Relaxed);
-            tracing::warn!(task_instances = ?expired, "leases expired; tries counted as failed");
+        for e in &expired {
+            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(task_instance = e.ti_id, dag = %e.dag_id, task = %e.task_id, retried = e.retried,
+                "lease expired; the try counts as failed");
+            let labels = [("dag", e.dag_id.as_str()), ("task", e.task_id.as_str())];
+            METRICS.lease_expirations.inc(&[]);
+            METRICS
+                .task_attempts
+                .inc(&[labels[0], labels[1], ("outcome", "lease_expired")]);
+            if e.retried {
+                METRICS.task_retries.inc(&labels);
+            }
+            if let Some(end) = &e.run_end {
+                record_run_end(end);
+            }
         }
         for d in &self.dags {
             runs::start_queued_runs(&self.pool, &d.spec.id, self.config.max_active_runs).await?;
@@ -227,6 +250,7 @@ impl Engine {
         };
         self.stats.running.fetch_add(1, Ordering::Relaxed);
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        METRICS.running_tasks.inc_by(&[], 1.0);
         tracing::info!("task started");
         let started = std::time::Instant::now();
 
@@ -328,6 +352,13 @@ impl Engine {
             }
         };
         let ok = matches!(outcome, Outcome::Success(_));
+        let outcome_label = match &outcome {
+            Outcome::Success(out) => {
+                crate::metrics::observe_output(&claimed.task_id, out);
+                "success"
+            }
+            Outcome::Failed { kind, .. } => kind,
+        };
         let mut recorded = None;
         for i in 0..5 {
             match runs::finish(&self.pool, &dag.spec, &claimed, outcome.clone()).await {
@@ -342,10 +373,25 @@ impl Engine {
             }
         }
         self.stats.running.fetch_sub(1, Ordering::Relaxed);
+        METRICS.running_tasks.inc_by(&[], -1.0);
         let secs = started.elapsed().as_secs_f64();
+        let labels = [("dag", claimed.dag_id.as_str()), ("task", claimed.task_id.as_str())];
+        METRICS.task_duration.observe(&labels, secs);
         match recorded {
-            Some(Recorded::Accepted(state)) => tracing::info!(state, seconds = secs, success = ok, "task finished"),
+            Some(Recorded::Accepted(state, run_end)) => {
+                METRICS
+                    .task_attempts
+                    .inc(&[labels[0], labels[1], ("outcome", outcome_label)]);
+                if state == "up_for_retry" {
+                    METRICS.task_retries.inc(&labels);
+                }
+                if let Some(end) = &run_end {
+                    record_run_end(end);
+                }
+                tracing::info!(state, seconds = secs, success = ok, "task finished")
+            }
             Some(Recorded::Fenced) => {
+                METRICS.fenced_results.inc(&[]);
                 self.stats.fenced.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     seconds = secs,

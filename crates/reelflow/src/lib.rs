@@ -5,6 +5,8 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod engine;
+pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod reports_api;
 pub mod serve;

@@ -93,6 +93,7 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
     let version = env!("CARGO_PKG_VERSION");
     runs::worker_heartbeat(&pool, &worker, &worker, version).await?;
 
+    api::declare_series(&dag.spec);
     let state = Arc::new(AppState {
         pool: pool.clone(),
         dag: dag.spec.clone(),

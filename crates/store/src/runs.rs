@@ -121,11 +121,29 @@ pub enum Outcome {
     },
 }
 
+/// A run that reached its final state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnd {
+    pub dag_id: String,
+    pub state: String,
+    pub seconds: f64,
+}
+
+/// An attempt whose lease expired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expired {
+    pub ti_id: i64,
+    pub dag_id: String,
+    pub task_id: String,
+    pub retried: bool,
+    pub run_end: Option<RunEnd>,
+}
+
 /// What happened to a result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
-    /// The result was recorded; the task is now in this state.
-    Accepted(&'static str),
+    /// The result was recorded; the task is now in this state, and the run may have ended.
+    Accepted(&'static str, Option<RunEnd>),
     /// The attempt no longer holds the lease: its result was refused.
     Fenced,
 }
@@ -442,9 +460,9 @@ pub async fn finish(pool: &PgPool, dag: &DagSpec, claimed: &Claimed, outcome: Ou
             state
         }
     };
-    settle(&mut tx, dag, claimed.run_id).await?;
+    let end = settle(&mut tx, dag, claimed.run_id).await?;
     tx.commit().await?;
-    Ok(Recorded::Accepted(state))
+    Ok(Recorded::Accepted(state, end))
 }
 
 /// Turns attempts whose lease expired into failed tries (retried when tries remain).
@@ -453,7 +471,7 @@ pub async fn expire_leases(
     pool: &PgPool,
     dags: &[DagSpec],
     retry_delay: &(dyn Fn(&str, i32) -> Duration + Sync),
-) -> Result<Vec<i64>, RunError> {
+) -> Result<Vec<Expired>, RunError> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
         "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, ti.max_tries, ti.attempt_id, ti.lease_owner, r.dag_id
@@ -500,15 +518,21 @@ pub async fn expire_leases(
             .execute(&mut *tx)
             .await?;
         }
-        settle(&mut tx, dag, run_id).await?;
-        out.push(ti);
+        let run_end = settle(&mut tx, dag, run_id).await?;
+        out.push(Expired {
+            ti_id: ti,
+            dag_id: dag_id.clone(),
+            task_id,
+            retried: retry,
+            run_end,
+        });
     }
     tx.commit().await?;
     Ok(out)
 }
 
 /// Brings waiting tasks and the run's state in line with its task states.
-async fn settle(tx: &mut Tx<'_>, dag: &DagSpec, run_id: i64) -> Result<(), RunError> {
+async fn settle(tx: &mut Tx<'_>, dag: &DagSpec, run_id: i64) -> Result<Option<RunEnd>, RunError> {
     let rows = sqlx::query("SELECT task_id, state FROM reelflow.task_instances WHERE run_id = $1 FOR UPDATE")
         .bind(run_id)
         .fetch_all(&mut **tx)
@@ -552,14 +576,20 @@ async fn settle(tx: &mut Tx<'_>, dag: &DagSpec, run_id: i64) -> Result<(), RunEr
     };
     match run_state {
         Some(s) => {
-            sqlx::query(
+            let ended: Option<(String, f64)> = sqlx::query_as(
                 "UPDATE reelflow.dag_runs SET state = $2, ended_at = now(), updated_at = now()
-                 WHERE id = $1 AND state <> $2",
+                 WHERE id = $1 AND state <> $2
+                 RETURNING dag_id, extract(epoch FROM now() - coalesce(started_at, created_at))::float8",
             )
             .bind(run_id)
             .bind(s)
-            .execute(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await?;
+            return Ok(ended.map(|(dag_id, seconds)| RunEnd {
+                dag_id,
+                state: s.to_string(),
+                seconds,
+            }));
         }
         None => {
             // Work is left: a finished run that an operator reopened goes back to the queue.
@@ -572,7 +602,7 @@ async fn settle(tx: &mut Tx<'_>, dag: &DagSpec, run_id: i64) -> Result<(), RunEr
             .await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Operator "clear": runs `task_id` again (and, with `downstream`, every task after it).
