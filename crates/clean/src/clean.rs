@@ -7,7 +7,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often long entries log their progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 use csv::ByteRecord;
 use sha2::{Digest, Sha256};
@@ -507,6 +510,8 @@ where
     let mut accepted: u64 = 0;
     let mut rejected = [0u64; RejectReason::ALL.len()];
     let mut unparsable = vec![0u64; cols.len()];
+    let progress_started = Instant::now();
+    let mut last_progress = progress_started;
     while let Some(batch) = records.next_batch().map_err(read_err)? {
         for (i, rec) in batch.records().iter().enumerate() {
             let (width, idx) = match &header {
@@ -521,8 +526,20 @@ where
                 continue;
             }
             count += 1;
-            if count & 0xFFFF == 0 && (env.cancelled)() {
-                return Err(CleanError::Cancelled);
+            if count & 0xFFFF == 0 {
+                if (env.cancelled)() {
+                    return Err(CleanError::Cancelled);
+                }
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    last_progress = Instant::now();
+                    let secs = progress_started.elapsed().as_secs_f64();
+                    tracing::info!(
+                        entry,
+                        records = count,
+                        records_per_sec = (count as f64 / secs) as u64,
+                        "cleaning"
+                    );
+                }
             }
             let verdict = if rec.len() != width {
                 Some(RejectReason::FieldCount)

@@ -225,7 +225,13 @@ async fn copy_file(conn: &mut PgConnection, create: &str, copy: &str, path: &Pat
         .await
         .map_err(LoadError::db(format!("starting {copy}")))?;
     let mut buf = vec![0u8; 1 << 20];
+    let (started, mut last_progress, mut sent) = (Instant::now(), Instant::now(), 0u64);
     loop {
+        if last_progress.elapsed() >= std::time::Duration::from_secs(5) {
+            last_progress = Instant::now();
+            let mb = sent as f64 / 1e6;
+            tracing::info!(file = %path.display(), mb_sent = mb as u64, mb_per_sec = (mb / started.elapsed().as_secs_f64()) as u64, "copying");
+        }
         let n = match file.read(&mut buf).await {
             Ok(n) => n,
             Err(source) => {
@@ -239,6 +245,7 @@ async fn copy_file(conn: &mut PgConnection, create: &str, copy: &str, path: &Pat
         if n == 0 {
             break;
         }
+        sent += n as u64;
         sink.send(&buf[..n])
             .await
             .map_err(LoadError::db(format!("sending {}", path.display())))?;
