@@ -462,3 +462,31 @@ async fn retrying_load_reuses_the_stored_clean_output_with_and_without_downstrea
         ]
     );
 }
+
+#[tokio::test]
+async fn a_backfilled_older_period_does_not_replace_the_newer_published_one() {
+    let s = setup(fixture::zip()).await;
+    let pool = &s.db.pool;
+    let run = |p: &str| reelflow::pipeline::run_period(&s.cfg, pool, p.parse().unwrap(), false);
+    assert!(run("2026-11").await.unwrap().succeeded());
+    let report = run("2026-09").await.unwrap();
+    assert!(report.succeeded());
+    assert_eq!(report.outputs["publish"]["current"], false);
+    let shown: Vec<(String, String)> = sqlx::query_as("SELECT period, state FROM reelflow.snapshots ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        shown,
+        vec![
+            ("2026-11".into(), "published".into()),
+            ("2026-09".into(), "retired".into())
+        ]
+    );
+    // The older period's snapshot is kept and readable under its own schema.
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM reelflow_snap_2.movies")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 8);
+}

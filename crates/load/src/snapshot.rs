@@ -125,8 +125,17 @@ pub struct LoadOutput {
 pub struct PublishOutput {
     pub snapshot_id: i64,
     pub period: String,
+    /// The snapshot that `movies` showed before.
     pub replaced: Option<i64>,
     pub dropped: Vec<i64>,
+    /// false when the snapshot is of an older period than the one `movies` shows (a backfill):
+    /// it is kept as that period's snapshot but `movies` stays on the newer period.
+    #[serde(default = "yes")]
+    pub current: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A row of `reelflow.snapshots`.
@@ -675,12 +684,37 @@ pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> R
             period,
             replaced: None,
             dropped: vec![],
+            current: true,
         });
     }
     if state != "ready" {
         return Err(LoadError::NotPublishable {
             id: snapshot_id,
             reason: format!("it is {state}, not ready"),
+        });
+    }
+    let newer: Option<String> =
+        sqlx::query_scalar("SELECT period FROM reelflow.snapshots WHERE state = 'published' AND period > $1")
+            .bind(&period)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(LoadError::db("reading the published period"))?;
+    if let Some(newer) = newer {
+        // A backfill of an older period: keep its snapshot, leave `movies` on the newer one.
+        sqlx::query("UPDATE reelflow.snapshots SET state = 'retired', published_at = now() WHERE id = $1")
+            .bind(snapshot_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(LoadError::db("keeping the older period's snapshot"))?;
+        tx.commit().await.map_err(LoadError::db("committing the publish"))?;
+        let dropped = prune(pool, keep_previous).await?;
+        tracing::info!(snapshot_id, period = %period, newer = %newer, "snapshot kept; movies stays on the newer period");
+        return Ok(PublishOutput {
+            snapshot_id,
+            period,
+            replaced: None,
+            dropped,
+            current: false,
         });
     }
     let replaced = switch_to(&mut tx, snapshot_id, &schema, "retired").await?;
@@ -692,6 +726,7 @@ pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> R
         period,
         replaced,
         dropped,
+        current: true,
     })
 }
 
@@ -802,7 +837,7 @@ pub async fn rollback(pool: &PgPool) -> Result<PublishOutput, LoadError> {
         .map_err(LoadError::db("locking snapshot bookkeeping"))?;
     let prev = sqlx::query(
         "SELECT id, schema_name, period FROM reelflow.snapshots WHERE state = 'retired'
-         ORDER BY published_at DESC, id DESC LIMIT 1",
+         ORDER BY retired_at DESC NULLS LAST, id DESC LIMIT 1",
     )
     .fetch_optional(&mut *tx)
     .await
@@ -817,6 +852,7 @@ pub async fn rollback(pool: &PgPool) -> Result<PublishOutput, LoadError> {
         period,
         replaced,
         dropped: vec![],
+        current: true,
     })
 }
 

@@ -266,7 +266,13 @@ impl RunReport {
                 }
             }
         }
-        if let Some(p) = o.get("publish") {
+        if let Some(p) = o.get("publish").filter(|p| p["current"] == false) {
+            let _ = writeln!(
+                s,
+                "publish: snapshot {} kept for {}; `movies` stays on a newer period",
+                p["snapshot_id"], self.run.period
+            );
+        } else if let Some(p) = o.get("publish") {
             let _ = writeln!(
                 s,
                 "publish: snapshot {} is now the schema `movies` (replaced: {}, dropped: {})",
