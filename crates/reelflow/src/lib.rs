@@ -8,5 +8,6 @@ pub mod engine;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod progress;
 pub mod reports_api;
 pub mod serve;

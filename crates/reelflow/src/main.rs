@@ -135,9 +135,14 @@ enum DbAction {
     Stop,
 }
 
-fn init_logging(json_default: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("REELFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logging: JSON lines on stdout for the daemon, compact lines on stderr otherwise; for `run`
+/// in an interactive terminal, a live progress bar with only warnings and errors as lines.
+/// `REELFLOW_LOG` sets the level, `REELFLOW_LOG_FORMAT=json|pretty` the format.
+fn init_logging(json_default: bool, progress: Option<reelflow::progress::Latest>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter = || EnvFilter::try_from_env("REELFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match std::env::var("REELFLOW_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("pretty") => false,
@@ -145,13 +150,20 @@ fn init_logging(json_default: bool) {
     };
     if json {
         tracing_subscriber::fmt()
-            .with_env_filter(filter)
+            .with_env_filter(filter())
             .json()
             .with_current_span(true)
             .init();
+    } else if let Some(latest) = progress {
+        let lines = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .compact()
+            .with_filter(EnvFilter::new("warn"));
+        let bar = reelflow::progress::ProgressLayer(latest).with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+        tracing_subscriber::registry().with(lines).with(bar).init();
     } else {
         tracing_subscriber::fmt()
-            .with_env_filter(filter)
+            .with_env_filter(filter())
             .with_writer(std::io::stderr)
             .compact()
             .init();
@@ -161,8 +173,14 @@ fn init_logging(json_default: bool) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    use std::io::IsTerminal;
     // The daemon logs JSON lines to stdout; interactive commands log compactly to stderr.
-    init_logging(matches!(cli.command, Command::Serve { .. }));
+    let progress = (matches!(cli.command, Command::Run { .. })
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("REELFLOW_LOG").is_none()
+        && std::env::var_os("REELFLOW_LOG_FORMAT").is_none())
+    .then(reelflow::progress::Latest::default);
+    init_logging(matches!(cli.command, Command::Serve { .. }), progress.clone());
     let cfg = match Config::load(cli.config.as_deref(), &|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -170,7 +188,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(78);
         }
     };
-    match dispatch(cli.command, cfg).await {
+    match dispatch(cli.command, cfg, progress).await {
         Ok(code) => code,
         Err(e) => {
             if let Some(ce) = e.downcast_ref::<ConfigError>() {
@@ -187,7 +205,11 @@ fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("JSON output"));
 }
 
-async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<ExitCode> {
+async fn dispatch(
+    command: Command,
+    mut cfg: Config,
+    progress: Option<reelflow::progress::Latest>,
+) -> anyhow::Result<ExitCode> {
     const ORIGIN: &str = "cli";
     match command {
         Command::Run { period, source, rerun } => {
@@ -196,7 +218,7 @@ async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<ExitCode>
                 cfg.source = s;
             }
             let pool = db::connect(&cfg).await?;
-            let report = pipeline::run_period(&cfg, &pool, period, rerun).await?;
+            let report = pipeline::run_period_with(&cfg, &pool, period, rerun, progress).await?;
             print!("{}", report.render());
             if report.succeeded() {
                 Ok(ExitCode::SUCCESS)

@@ -84,6 +84,17 @@ pub struct RunReport {
 /// interrupted one once its lease allows), and returns when it has finished. A period that
 /// already succeeded is left alone unless `rerun`; a failed one has its failed tasks retried.
 pub async fn run_period(cfg: &Config, pool: &PgPool, period: Period, rerun: bool) -> anyhow::Result<RunReport> {
+    run_period_with(cfg, pool, period, rerun, None).await
+}
+
+/// [`run_period`], with a live progress display on the terminal when `progress` is given.
+pub async fn run_period_with(
+    cfg: &Config,
+    pool: &PgPool,
+    period: Period,
+    rerun: bool,
+    progress: Option<crate::progress::Latest>,
+) -> anyhow::Result<RunReport> {
     let dag = dag(cfg, pool)?;
     let (run, created) = runs::ensure_run(pool, &dag.spec, &period.to_string(), "manual", rerun).await?;
     let origin = "cli";
@@ -132,7 +143,12 @@ pub async fn run_period(cfg: &Config, pool: &PgPool, period: Period, rerun: bool
         }
     });
     let grace = Duration::from_secs(0);
-    engine.run(Some(run.id), stop_rx, grace).await?;
+    let renderer = progress.map(|latest| crate::progress::Renderer::start(pool.clone(), run.id, latest));
+    let result = engine.run(Some(run.id), stop_rx, grace).await;
+    if let Some(r) = renderer {
+        r.finish().await;
+    }
+    result?;
     stopper.abort();
     let run = runs::get_run(pool, run.id).await?;
     if run.state != "success" && run.state != "failed" {
