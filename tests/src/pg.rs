@@ -67,3 +67,25 @@ impl TestDb {
         TestDb { url, pool }
     }
 }
+
+/// A content checksum of every table of the published schema `movies`, in a stable order:
+/// (table, rows, md5 of the sorted rows).
+pub async fn published_checksums(pool: &PgPool) -> Vec<(String, i64, String)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'movies' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for t in tables {
+        let (n, sum): (i64, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), md5(string_agg(r::text, E'\\n' ORDER BY r::text)) FROM movies.\"{t}\" r"
+        )))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        out.push((t, n, sum.unwrap_or_default()));
+    }
+    out
+}

@@ -208,26 +208,7 @@ async fn fixture_reports_match_hand_computed_rows() {
     assert_eq!((state.as_str(), rejects), ("published", 8 + 9));
 }
 
-/// A content checksum of every table of the published schema, in a stable order.
-async fn published_checksums(pool: &PgPool) -> Vec<(String, i64, String)> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'movies' ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    for t in tables {
-        let (n, sum): (i64, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*), md5(string_agg(r::text, E'\\n' ORDER BY r::text)) FROM movies.\"{t}\" r"
-        )))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        out.push((t, n, sum.unwrap_or_default()));
-    }
-    out
-}
+use reelflow_e2e::pg::published_checksums;
 
 #[tokio::test]
 async fn same_period_twice_publishes_identical_data_and_keeps_two_previous() {

@@ -185,6 +185,7 @@ pub fn clean_zip_with_cancel(
             .map_err(|e| CleanError::io(tmp.join(MANIFEST_FILE), io::Error::other(e)))?;
         json.push(b'\n');
         write_synced(&tmp.join(MANIFEST_FILE), &json)?;
+        reelflow_dag::failpoint("clean.before_swap");
         // Swap the folders: out_dir is either the old complete one or the new complete one.
         remove_dir_if_exists(&old)?;
         if out_dir.exists() {
@@ -310,6 +311,7 @@ fn clean_into(
             |row, t, u| movies.record(row, t, u),
         )?;
         files.insert("movies_metadata.csv".to_string(), stats);
+        reelflow_dag::failpoint("clean.after_movies");
         movies.ids
     };
     {
@@ -362,7 +364,12 @@ fn clean_into(
     }
     for (entry, table) in [("ratings.csv", T::Ratings), ("ratings_small.csv", T::RatingsSmall)] {
         let mut state = RatingsState::new();
+        let mut seen = 0u64;
         let stats = process(&env, archive, &mut sinks, entry, RATINGS_COLS, false, |row, t, u| {
+            seen += 1;
+            if seen == 2 && entry == "ratings.csv" {
+                reelflow_dag::failpoint("clean.mid_ratings");
+            }
             ratings_record(row, &mut t[table as usize], u, &mut state)
         })?;
         files.insert(entry.to_string(), stats);

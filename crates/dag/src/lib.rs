@@ -5,11 +5,13 @@
 //! in their own crates and implement [`Task`]; the engine in the `reelflow` crate decides
 //! *when*, *how often* and *what if*.
 
+mod failpoint;
 mod model;
 mod period;
 mod schedule;
 mod task;
 
+pub use failpoint::{failpoint, FAILPOINTS};
 pub use model::{DagError, DagSpec, RetryPolicy, TaskSpec};
 pub use period::{Period, PeriodError};
 pub use schedule::{Schedule, ScheduleError};

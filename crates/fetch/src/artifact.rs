@@ -99,6 +99,7 @@ pub(crate) async fn discard_part(paths: &Paths) {
 /// Publishes a finished, synced `.part` as `source.zip` with its `source.json`. `source.json`
 /// goes first so a crash in between never pairs the new zip with the old description.
 pub(crate) async fn commit(paths: &Paths, out: &FetchOutput) -> io::Result<()> {
+    reelflow_dag::failpoint("fetch.before_commit");
     remove_if_exists(&paths.meta).await?;
     fs::rename(&paths.part, &paths.zip).await?;
     sync_dir(&paths.dir).await;
@@ -183,6 +184,9 @@ impl PartWriter {
 
     pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.file.write_all(data).await?;
+        if self.written > 0 {
+            reelflow_dag::failpoint("fetch.mid_body");
+        }
         self.account(data);
         Ok(())
     }

@@ -264,6 +264,7 @@ async fn copy_file(conn: &mut PgConnection, create: &str, copy: &str, path: &Pat
         .await
         .map_err(LoadError::db(format!("copying {}", path.display())))?;
     tx.commit().await.map_err(LoadError::db("committing a COPY"))?;
+    reelflow_dag::failpoint("load.mid_copy");
     Ok(rows)
 }
 
@@ -455,6 +456,7 @@ async fn build(
         .await
         .map_err(LoadError::db(format!("creating schema {schema}")))?;
 
+    reelflow_dag::failpoint("load.after_schema");
     // Data: biggest files first so the parallel streams finish together.
     let mut jobs: Vec<(String, String, PathBuf, u64)> = Vec::new();
     for t in TABLES {
@@ -508,6 +510,7 @@ async fn build(
     }
     tracing::info!(schema, seconds = t0.elapsed().as_secs_f64(), "COPY done");
 
+    reelflow_dag::failpoint("load.after_copy");
     // Validation: every table holds exactly what the clean stage counted.
     let mut mismatches = Vec::new();
     for t in TABLES {
@@ -605,6 +608,7 @@ async fn build(
     .await
     .map_err(LoadError::db("indexing rejects"))?;
     tracing::info!(schema, seconds = t1.elapsed().as_secs_f64(), "keys and indexes built");
+    reelflow_dag::failpoint("load.after_keys");
 
     let t2 = Instant::now();
     for t in [
@@ -634,6 +638,7 @@ async fn build(
     }
     tracing::info!(schema, seconds = t2.elapsed().as_secs_f64(), "reports built");
 
+    reelflow_dag::failpoint("load.before_ready");
     let row_counts = serde_json::to_value(&rows).expect("counts serialise");
     let reject_counts: BTreeMap<&str, &BTreeMap<String, u64>> = manifest
         .files
@@ -718,7 +723,9 @@ pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> R
         });
     }
     let replaced = switch_to(&mut tx, snapshot_id, &schema, "retired").await?;
+    reelflow_dag::failpoint("publish.before_commit");
     tx.commit().await.map_err(LoadError::db("committing the publish"))?;
+    reelflow_dag::failpoint("publish.after_commit");
     let dropped = prune(pool, keep_previous).await?;
     tracing::info!(snapshot_id, period = %period, ?replaced, ?dropped, "snapshot published");
     Ok(PublishOutput {

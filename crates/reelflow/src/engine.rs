@@ -351,6 +351,7 @@ impl Engine {
                 }
             }
         };
+        reelflow_dag::failpoint("engine.before_record");
         let ok = matches!(outcome, Outcome::Success(_));
         let outcome_label = match &outcome {
             Outcome::Success(out) => {
