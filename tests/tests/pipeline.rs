@@ -341,6 +341,17 @@ async fn real_sample_files_load_and_reports_agree_with_an_independent_sql_comput
     assert_eq!(ratings, 100_004);
 }
 
+/// Runs the engine on one run until it is finished.
+async fn drive(cfg: &Config, pool: &PgPool, run_id: i64) {
+    let dag = reelflow::pipeline::dag(cfg, pool).unwrap();
+    let e = reelflow::engine::Engine::new(pool.clone(), vec![dag], reelflow::pipeline::engine_config(cfg));
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    std::sync::Arc::new(e)
+        .run(Some(run_id), rx, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
 async fn attempts_per_task(pool: &PgPool, run_id: i64) -> Vec<(String, i64)> {
     sqlx::query_as(
         "SELECT task_id, count(*) FROM reelflow.attempts WHERE run_id = $1 GROUP BY task_id ORDER BY min(id)",
@@ -380,16 +391,7 @@ async fn retrying_load_reuses_the_stored_clean_output_with_and_without_downstrea
         .await
         .unwrap();
     assert!(again.already_done || again.succeeded());
-    let e = reelflow::engine::Engine::new(
-        pool.clone(),
-        vec![reelflow::pipeline::dag(&s.cfg, pool).unwrap()],
-        reelflow::pipeline::engine_config(&s.cfg),
-    );
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    std::sync::Arc::new(e)
-        .run(Some(run_id), rx, std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
+    drive(&s.cfg, pool, run_id).await;
     assert_eq!(
         attempts_per_task(pool, run_id).await,
         counts(&[("fetch", 1), ("clean", 1), ("load", 2), ("publish", 1)])
@@ -405,16 +407,7 @@ async fn retrying_load_reuses_the_stored_clean_output_with_and_without_downstrea
         .await
         .unwrap();
     assert_eq!(cleared, ["load", "publish"]);
-    let e = reelflow::engine::Engine::new(
-        pool.clone(),
-        vec![reelflow::pipeline::dag(&s.cfg, pool).unwrap()],
-        reelflow::pipeline::engine_config(&s.cfg),
-    );
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    std::sync::Arc::new(e)
-        .run(Some(run_id), rx, std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
+    drive(&s.cfg, pool, run_id).await;
     assert_eq!(
         attempts_per_task(pool, run_id).await,
         counts(&[("fetch", 1), ("clean", 1), ("load", 3), ("publish", 2)])

@@ -24,6 +24,31 @@ fn reelflow(db: &TestDb, artifacts: &std::path::Path, endpoint: &str) -> Command
     c
 }
 
+/// Starts `reelflow serve` on a free loopback port with a token, no schedule and a fast poll,
+/// and waits until it listens.
+async fn spawn_serve(cmd: &mut Command) -> (std::process::Child, std::net::SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = cmd
+        .env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REELFLOW_ADMIN_TOKEN", "t0ken")
+        .env("REELFLOW_SCHEDULE_ENABLED", "false")
+        .env("REELFLOW_ENGINE_POLL_MS", "100")
+        .arg("serve")
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "serve did not start listening");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, addr)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -143,32 +168,15 @@ async fn serve_stops_cleanly_on_sigterm_during_a_task() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = reelflow(&db, dir.path(), &proxy.endpoint)
-        .env("REELFLOW_SOURCE", "s3://public-data/slow.zip")
-        .env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
-        .env("REELFLOW_ADMIN_TOKEN", "t0ken")
-        .env("REELFLOW_SCHEDULE_ENABLED", "false")
-        .env("REELFLOW_ENGINE_POLL_MS", "100")
-        .env("REELFLOW_ENGINE_SHUTDOWN_GRACE_SECS", "1")
-        .args(["serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut child, addr) = spawn_serve(
+        reelflow(&db, dir.path(), &proxy.endpoint)
+            .env("REELFLOW_SOURCE", "s3://public-data/slow.zip")
+            .env("REELFLOW_ENGINE_SHUTDOWN_GRACE_SECS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "serve did not start listening");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let r = http::request(
         addr,
         "POST",
@@ -248,28 +256,14 @@ async fn serve_runs_a_triggered_period_and_exports_metrics() {
     let s3 = S3Server::start(None).await;
     s3.put("public-data", "m.zip", &fixture::zip());
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = reelflow(&db, dir.path(), &s3.endpoint)
-        .env("REELFLOW_SOURCE", "s3://public-data/m.zip")
-        .env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
-        .env("REELFLOW_ADMIN_TOKEN", "t0ken")
-        .env("REELFLOW_SCHEDULE_ENABLED", "false")
-        .env("REELFLOW_ENGINE_POLL_MS", "100")
-        .args(["serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut child, addr) = spawn_serve(
+        reelflow(&db, dir.path(), &s3.endpoint)
+            .env("REELFLOW_SOURCE", "s3://public-data/m.zip")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "serve did not start listening");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let before = http::request(addr, "GET", "/metrics", &[], None).await;
     assert!(
         before
