@@ -36,7 +36,12 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let admin_url = admin_url().await;
+        TestDb::on(&admin_url().await).await
+    }
+
+    /// A fresh database on the server of `admin_url`.
+    pub async fn on(admin_url: &str) -> TestDb {
+        let admin_url = admin_url.to_string();
         let name = format!(
             "reelflow_t_{}_{}_{}",
             std::process::id(),

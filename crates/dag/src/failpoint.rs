@@ -1,13 +1,19 @@
-//! Crash points for the fault-injection suite: `failpoint("load.mid_copy")` aborts the process
+//! Fault points for the fault-injection suite. `failpoint("load.mid_copy")` aborts the process
 //! on the spot — no destructors, no cleanup, as `kill -9` would — when the environment variable
-//! `REELFLOW_FAILPOINTS` lists that name (comma-separated). Unset, a failpoint costs one load of
-//! a cached flag.
+//! `REELFLOW_FAILPOINTS` lists that name (comma-separated). `name=sleep:MS` instead pauses the
+//! calling thread for MS milliseconds the first time the point is reached (so a test can restart
+//! PostgreSQL under a stage), after printing `reelflow: failpoint NAME: sleeping` to stderr.
+//! Unset, a failpoint costs one load of a cached flag.
 //!
 //! This is the one place this crate reads its environment; it never writes anything.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 static ACTIVE: OnceLock<Vec<String>> = OnceLock::new();
+static SLEPT: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+static ANY: AtomicBool = AtomicBool::new(true);
 
 /// Every failpoint, so the suite can cover them all and a typo cannot pass silently.
 pub const FAILPOINTS: &[&str] = &[
@@ -39,12 +45,37 @@ fn active() -> &'static [String] {
     })
 }
 
-/// Aborts the process if `name` is an active failpoint.
+/// Aborts (or pauses) the process if `name` is an active failpoint.
 pub fn failpoint(name: &'static str) {
     debug_assert!(FAILPOINTS.contains(&name), "unknown failpoint {name}");
+    if !ANY.load(Ordering::Relaxed) {
+        return;
+    }
     let active = active();
-    if !active.is_empty() && active.iter().any(|a| a == name) {
-        eprintln!("reelflow: failpoint {name}: aborting");
-        std::process::abort();
+    if active.is_empty() {
+        ANY.store(false, Ordering::Relaxed);
+        return;
+    }
+    for a in active {
+        let (point, action) = a.split_once('=').unwrap_or((a, "abort"));
+        if point != name {
+            continue;
+        }
+        match action.strip_prefix("sleep:").and_then(|ms| ms.parse::<u64>().ok()) {
+            Some(ms) => {
+                let mut slept = SLEPT.lock().unwrap_or_else(|e| e.into_inner());
+                if slept.contains(&name) {
+                    return;
+                }
+                slept.push(name);
+                drop(slept);
+                eprintln!("reelflow: failpoint {name}: sleeping");
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            None => {
+                eprintln!("reelflow: failpoint {name}: aborting");
+                std::process::abort();
+            }
+        }
     }
 }

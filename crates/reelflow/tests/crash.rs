@@ -127,3 +127,79 @@ async fn aborted_at_every_failpoint_the_next_run_publishes_the_same_snapshot() {
         assert_eq!(attempts, 1, "{point}: the crashed attempt is recorded as lease_expired");
     }
 }
+
+/// Restarts (fast shutdown) a private PostgreSQL while the run sits at `point`; the task's try
+/// must fail (or lose its lease), be retried, and the run publish the same data as without faults.
+async fn restart_postgres_at(point: &str, reference: &[(String, i64, String)], s3: &S3Server) {
+    use std::io::BufRead;
+    let cluster = tempfile::tempdir().unwrap();
+    let pg = reelflow_store::EmbeddedPg::start(&cluster.path().join("pg"), true).unwrap();
+    let db = TestDb::on(&pg.url("postgres")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = reelflow(&db, dir.path(), &s3.endpoint)
+        .env("REELFLOW_FAILPOINTS", format!("{point}=sleep:3000"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("failpoint") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the run reached the failpoint");
+    pg.stop().unwrap();
+    let pg = reelflow_store::EmbeddedPg::start(&cluster.path().join("pg"), true).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{point}: the run did not survive the restart");
+    let pool = reelflow_store::connect(&db.url, 2, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        published_checksums(&pool).await,
+        reference,
+        "{point}: published data differs"
+    );
+    let outcomes: Vec<(String, String)> =
+        sqlx::query_as("SELECT task_id, outcome FROM reelflow.attempts WHERE outcome <> 'success' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(
+        !outcomes.is_empty(),
+        "{point}: no try failed, so the restart was not felt"
+    );
+    // The try fails on the broken connection, or — when heartbeats could not reach the server
+    // in time — loses its lease; either way it is retried, never recorded twice.
+    assert!(
+        outcomes.iter().all(|(_, o)| o == "failed" || o == "lease_expired"),
+        "{point}: {outcomes:?}"
+    );
+    pool.close().await;
+    pg.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_during_copy_and_during_publish_the_run_completes() {
+    let s3 = S3Server::start(None).await;
+    s3.put("bucket", "the-movies-dataset.zip", &fixture::zip());
+    let reference = {
+        let db = TestDb::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = reelflow(&db, dir.path(), &s3.endpoint).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        published_checksums(&db.pool).await
+    };
+    for point in ["load.mid_copy", "publish.before_commit"] {
+        restart_postgres_at(point, &reference, &s3).await;
+    }
+}
