@@ -13,6 +13,13 @@ use reelflow_e2e::{fixture, s3::S3Server};
 const BIN: &str = env!("CARGO_BIN_EXE_reelflow");
 
 fn reelflow(db: &TestDb, artifacts: &Path, endpoint: &str) -> Command {
+    let mut c = base(db, artifacts, endpoint);
+    c.args(["run", "--period", "2026-11"]);
+    c
+}
+
+/// The binary with a test environment: short leases, fast polls and retries.
+fn base(db: &TestDb, artifacts: &Path, endpoint: &str) -> Command {
     let mut c = Command::new(BIN);
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -27,7 +34,6 @@ fn reelflow(db: &TestDb, artifacts: &Path, endpoint: &str) -> Command {
     for task in ["FETCH", "CLEAN", "LOAD", "PUBLISH"] {
         c.env(format!("REELFLOW_TASKS_{task}_INITIAL_DELAY_SECS"), "0.1");
     }
-    c.args(["run", "--period", "2026-11"]);
     c
 }
 
@@ -202,4 +208,119 @@ async fn postgres_restarted_during_copy_and_during_publish_the_run_completes() {
     for point in ["load.mid_copy", "publish.before_commit"] {
         restart_postgres_at(point, &reference, &s3).await;
     }
+}
+
+/// Three daemons on one database run twelve periods while one of them is killed (SIGKILL) and
+/// restarted again and again. Every period ends published exactly once; no task instance ever
+/// had two attempts running at the same time or two successful attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_with_random_kills_run_every_period_once() {
+    let s3 = S3Server::start(None).await;
+    s3.put("bucket", "the-movies-dataset.zip", &fixture::zip());
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = |i: usize| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        base(&db, dir.path(), &s3.endpoint)
+            .env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
+            .env("REELFLOW_SCHEDULE_ENABLED", "false")
+            .env("REELFLOW_SCHEDULE_MAX_ACTIVE_RUNS", "3")
+            .env("REELFLOW_ENGINE_WORKER_ID", format!("replica-{i}"))
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let out = base(&db, dir.path(), &s3.endpoint)
+        .args(["backfill", "--from", "2025-01", "--to", "2025-12"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut replicas: Vec<std::process::Child> = (0..3).map(spawn).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let mut kills = 0;
+    loop {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM reelflow.dag_runs WHERE state IN ('success', 'failed')")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        if done == 12 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {done} of 12 runs finished after {kills} kills"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300 + next() % 900)).await;
+        if kills < 10 {
+            let i = (next() % 3) as usize;
+            let _ = replicas[i].kill(); // SIGKILL
+            let _ = replicas[i].wait();
+            replicas[i] = spawn(i);
+            kills += 1;
+        }
+    }
+    for mut r in replicas {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM reelflow.dag_runs WHERE state <> 'success'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0, "every run succeeds despite {kills} kills");
+    // Each period was published exactly once.
+    let published: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT period, count(*) FROM reelflow.snapshots WHERE published_at IS NOT NULL GROUP BY period ORDER BY period",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(published.len(), 12, "{published:?}");
+    assert!(published.iter().all(|(_, n)| *n == 1), "{published:?}");
+    // No task instance had overlapping attempts or two successes.
+    let overlaps: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM reelflow.attempts a JOIN reelflow.attempts b
+           ON a.task_instance_id = b.task_instance_id AND a.id < b.id
+          AND b.started_at < coalesce(a.ended_at, 'infinity') AND a.outcome NOT IN ('lease_expired', 'superseded')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        overlaps, 0,
+        "an attempt started while an earlier one still held the task"
+    );
+    let doubles: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT task_instance_id FROM reelflow.attempts WHERE outcome = 'success'
+                               GROUP BY task_instance_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(doubles, 0, "a task succeeded twice");
+    let workers: i64 = sqlx::query_scalar("SELECT count(DISTINCT worker) FROM reelflow.attempts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(workers >= 2, "the replicas shared the work");
+    let expired: i64 = sqlx::query_scalar("SELECT count(*) FROM reelflow.attempts WHERE outcome = 'lease_expired'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    eprintln!("{kills} kills, {expired} attempts taken over after their worker died, {workers} workers");
 }
