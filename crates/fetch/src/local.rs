@@ -66,7 +66,12 @@ pub(crate) async fn fetch_file(ctx: &Ctx<'_>, src: &Path) -> Result<FetchOutput,
         if n == 0 {
             break;
         }
-        w.write(&buf[..n]).await.map_err(ctx.io(&paths.part))?;
+        if let Err(e) = w.write(&buf[..n]).await {
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                artifact::discard_part(paths).await;
+            }
+            return Err(ctx.io(&paths.part)(e));
+        }
         if w.zip_verdict() == Some(false) {
             break;
         }

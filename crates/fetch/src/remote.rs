@@ -289,7 +289,13 @@ async fn pump(
             }
             Ok(Some(Ok(b))) => b,
         };
-        w.write(&chunk).await.map_err(ctx.io(&ctx.paths.part))?;
+        if let Err(e) = w.write(&chunk).await {
+            // A full disk: free what this download wrote so the volume can recover.
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                artifact::discard_part(&ctx.paths).await;
+            }
+            return Err(ctx.io(&ctx.paths.part)(e));
+        }
         if w.zip_verdict() == Some(false) {
             return Err(ctx.not_a_zip(w));
         }

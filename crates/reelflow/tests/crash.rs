@@ -324,3 +324,85 @@ async fn three_replicas_with_random_kills_run_every_period_once() {
         .unwrap();
     eprintln!("{kills} kills, {expired} attempts taken over after their worker died, {workers} workers");
 }
+
+/// Mounts a tmpfs of `size` at `dir` (needs root); false where mounting is not allowed.
+fn mount_tmpfs(dir: &Path, size: &str, remount: bool) -> bool {
+    let opts = if remount {
+        format!("remount,size={size}")
+    } else {
+        format!("size={size}")
+    };
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+        .arg(dir)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+/// A full artifact volume: the task fails with a clear, retryable error and frees what it wrote;
+/// once there is space again, the retry succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_artifact_volume_fails_clearly_frees_its_files_and_recovers() {
+    let s3 = S3Server::start(None).await;
+    let mut entries = fixture::entries();
+    let mut x = 0x1234_5678_9abc_def1u64;
+    entries.push((
+        "padding.bin",
+        (0..3 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect(),
+    ));
+    s3.put("bucket", "the-movies-dataset.zip", &fixture::zip_bytes(&entries));
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    if !mount_tmpfs(dir.path(), "1m", false) {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _unmount = Unmount(dir.path());
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .env("REELFLOW_TASKS_FETCH_MAX_TRIES", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("task fetch failed") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(err.contains("retrying later may help"), "{err}");
+    let used = Command::new("du").args(["-sb"]).arg(dir.path()).output().unwrap();
+    let used: u64 = String::from_utf8_lossy(&used.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used < 64 << 10, "the failed download was not freed: {used} bytes left");
+    assert!(mount_tmpfs(dir.path(), "64m", true), "remount with more space");
+    let out = reelflow(&db, dir.path(), &s3.endpoint).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        published_checksums(&db.pool)
+            .await
+            .iter()
+            .find(|t| t.0 == "movies")
+            .unwrap()
+            .1,
+        8
+    );
+}
