@@ -353,3 +353,39 @@ fn chrono_now() -> f64 {
         .unwrap()
         .as_secs_f64()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_errors_or_logs() {
+    let db = TestDb::new().await;
+    let s3 = S3Server::start(Some(("AKIDREELFLOW", "s3cr3t-S3-key"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A database password in an unreachable URL.
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .env("DATABASE_URL", "postgres://reader:Pa55w0rd-db@127.0.0.1:1/movies")
+        .env("REELFLOW_DATABASE_CONNECT_TIMEOUT_SECS", "2")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("Pa55w0rd-db"), "{}", text(&out));
+    assert!(
+        text(&out).contains("127.0.0.1:1"),
+        "the error names the server: {}",
+        text(&out)
+    );
+    // Wrong S3 credentials: the fetch fails (403) without echoing the secret key.
+    let out = reelflow(&db, dir.path(), &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "AKIDREELFLOW")
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-s3cr3t-value")
+        .env("REELFLOW_LOG", "debug")
+        .args(["run", "--period", "2026-11", "--source", "s3://bucket/missing.zip"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("access denied") || text(&out).contains("403"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("wrong-s3cr3t-value"), "{}", text(&out));
+}
