@@ -636,6 +636,12 @@ async fn build(
             .await
             .map_err(LoadError::db(format!("running {sql}")))?;
     }
+    for (name, _) in REPORTS {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {}.{}", q(schema), q(name))))
+            .execute(&mut *conn)
+            .await
+            .map_err(LoadError::db("analyzing the reports"))?;
+    }
     tracing::info!(schema, seconds = t2.elapsed().as_secs_f64(), "reports built");
 
     reelflow_dag::failpoint("load.before_ready");
