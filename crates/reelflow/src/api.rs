@@ -407,11 +407,14 @@ pub fn declare_series(dag: &DagSpec) {
     m.fenced_results.touch(&[]);
     m.fetch_bytes.touch(&[]);
     for t in reelflow_clean::TABLES {
-        m.rows.touch(&[("stage", "clean"), ("table", t.name), ("outcome", "accepted")]);
-        m.rows.touch(&[("stage", "load"), ("table", t.name), ("outcome", "loaded")]);
+        m.rows
+            .touch(&[("stage", "clean"), ("table", t.name), ("outcome", "accepted")]);
+        m.rows
+            .touch(&[("stage", "load"), ("table", t.name), ("outcome", "loaded")]);
     }
     for file in reelflow_clean::REQUIRED_ENTRIES {
-        m.rows.touch(&[("stage", "clean"), ("table", file), ("outcome", "rejected")]);
+        m.rows
+            .touch(&[("stage", "clean"), ("table", file), ("outcome", "rejected")]);
         for reason in reelflow_clean::RejectReason::ALL {
             m.rejected_rows.touch(&[("file", file), ("reason", reason.as_str())]);
         }
