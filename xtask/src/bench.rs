@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use reelflow_clean::{Manifest, TableDef, TABLES};
+use reelflow_clean::{Manifest, TABLES};
 use reelflow_e2e::s3::S3Server;
 use reelflow_store::EmbeddedPg;
 use sqlx::{Connection, PgConnection, Row};
@@ -117,62 +117,14 @@ fn min_max(v: &[f64]) -> (f64, f64) {
     })
 }
 
+use reelflow_load::{create_table_sql, fk_sql, key_sql};
+
 fn q(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 fn cols(c: &[&str]) -> String {
     c.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ")
-}
-
-// The same DDL as crates/load/src/snapshot.rs (`create_table_sql`, `key_sql`, `fk_sql`, which
-// are private there), generated from the same `TABLES`.
-fn create_table_sql(schema: &str, t: &TableDef) -> String {
-    let c: Vec<String> = t
-        .columns
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {}{}",
-                q(c.name),
-                c.sql_type,
-                if c.not_null { " NOT NULL" } else { "" }
-            )
-        })
-        .collect();
-    format!("CREATE TABLE {}.{} ({})", q(schema), q(t.name), c.join(", "))
-}
-
-fn key_sql(schema: &str, t: &TableDef) -> Vec<String> {
-    let mut out = Vec::new();
-    if !t.primary_key.is_empty() {
-        out.push(format!(
-            "ALTER TABLE {}.{} ADD PRIMARY KEY ({})",
-            q(schema),
-            q(t.name),
-            cols(t.primary_key)
-        ));
-    }
-    for idx in t.indexes {
-        out.push(format!("CREATE INDEX ON {}.{} ({})", q(schema), q(t.name), cols(idx)));
-    }
-    out
-}
-
-fn fk_sql(schema: &str, t: &TableDef) -> Vec<String> {
-    t.foreign_keys
-        .iter()
-        .map(|fk| {
-            format!(
-                "ALTER TABLE {s}.{} ADD FOREIGN KEY ({}) REFERENCES {s}.{} ({})",
-                q(t.name),
-                cols(fk.columns),
-                q(fk.ref_table),
-                cols(fk.ref_columns),
-                s = q(schema)
-            )
-        })
-        .collect()
 }
 
 /// URL of database `name` on the bench server.

@@ -14,6 +14,6 @@ mod snapshot;
 
 pub use reports::{REPORTS, REPORT_INDEXES};
 pub use snapshot::{
-    list_snapshots, load_snapshot, publish, rollback, LoadConfig, LoadError, LoadOutput, LoadTask, PublishOutput,
-    PublishTask, SnapshotInfo, PUBLISHED_SCHEMA,
+    create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, rollback, LoadConfig, LoadError,
+    LoadOutput, LoadTask, PublishOutput, PublishTask, SnapshotInfo, PUBLISHED_SCHEMA,
 };

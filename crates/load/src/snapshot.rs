@@ -167,7 +167,8 @@ async fn open(opts: &PgConnectOptions) -> Result<PgConnection, LoadError> {
         .map_err(LoadError::db("connecting"))
 }
 
-fn create_table_sql(schema: &str, t: &TableDef) -> String {
+/// `CREATE TABLE schema.table (...)` for a table of the snapshot.
+pub fn create_table_sql(schema: &str, t: &TableDef) -> String {
     let cols: Vec<String> = t
         .columns
         .iter()
@@ -183,7 +184,8 @@ fn create_table_sql(schema: &str, t: &TableDef) -> String {
     format!("CREATE TABLE {}.{} ({})", q(schema), q(t.name), cols.join(", "))
 }
 
-fn key_sql(schema: &str, t: &TableDef) -> Vec<String> {
+/// The primary key and indexes of a snapshot table.
+pub fn key_sql(schema: &str, t: &TableDef) -> Vec<String> {
     let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     let mut out = Vec::new();
     if !t.primary_key.is_empty() {
@@ -200,7 +202,8 @@ fn key_sql(schema: &str, t: &TableDef) -> Vec<String> {
     out
 }
 
-fn fk_sql(schema: &str, t: &TableDef) -> Vec<String> {
+/// The foreign keys of a snapshot table (build after every key exists).
+pub fn fk_sql(schema: &str, t: &TableDef) -> Vec<String> {
     let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     t.foreign_keys
         .iter()
