@@ -13,7 +13,8 @@ const FLUSH_AT: usize = 256 * 1024;
 
 /// One output file in COPY text format.
 pub(crate) struct CopyWriter {
-    file: File,
+    /// `None` for a placeholder that stands in for a writer owned by another thread.
+    file: Option<File>,
     path: PathBuf,
     buf: Vec<u8>,
     rows: u64,
@@ -23,12 +24,34 @@ pub(crate) struct CopyWriter {
 impl CopyWriter {
     pub(crate) fn create(path: &Path) -> io::Result<Self> {
         Ok(CopyWriter {
-            file: File::create(path)?,
+            file: Some(File::create(path)?),
             path: path.to_path_buf(),
             buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
             rows: 0,
             row_start: true,
         })
+    }
+
+    /// Stands in for `self` while another thread owns it (see `std::mem::replace`); writing
+    /// to the placeholder fails at the first flush, finishing it is a no-op.
+    pub(crate) fn placeholder(&self) -> Self {
+        CopyWriter {
+            file: None,
+            path: self.path.clone(),
+            buf: Vec::new(),
+            rows: 0,
+            row_start: true,
+        }
+    }
+
+    /// Appends the rows of a finished COPY file written by another writer.
+    pub(crate) fn append_file(&mut self, path: &Path, rows: u64) -> io::Result<()> {
+        debug_assert!(self.row_start, "append in the middle of a row");
+        self.flush_buf()?;
+        let file = self.file.as_mut().ok_or_else(placeholder_error)?;
+        io::copy(&mut File::open(path)?, file)?;
+        self.rows += rows;
+        Ok(())
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -96,7 +119,10 @@ impl CopyWriter {
     }
 
     fn flush_buf(&mut self) -> io::Result<()> {
-        self.file.write_all(&self.buf)?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.as_mut().ok_or_else(placeholder_error)?.write_all(&self.buf)?;
         self.buf.clear();
         Ok(())
     }
@@ -105,8 +131,15 @@ impl CopyWriter {
     pub(crate) fn finish(&mut self) -> io::Result<()> {
         debug_assert!(self.row_start, "finish in the middle of a row");
         self.flush_buf()?;
-        self.file.sync_all()
+        match &self.file {
+            Some(f) => f.sync_all(),
+            None => Ok(()),
+        }
     }
+}
+
+fn placeholder_error() -> io::Error {
+    io::Error::other("internal error: a row was written to a table owned by the other cleaning thread")
 }
 
 /// Whether any of the 8 bytes of `w` is below 14 (tab, newline, CR among them) or a backslash.
