@@ -76,6 +76,8 @@ pub struct Engine {
     pub config: EngineConfig,
     pub stats: Arc<EngineStats>,
     wake: Arc<Notify>,
+    /// Set when `run` stops: no new attempt starts, not even a hand-off.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 fn random_unit() -> f64 {
@@ -90,6 +92,7 @@ impl Engine {
             config,
             stats: Arc::default(),
             wake: Arc::new(Notify::new()),
+            stopping: Default::default(),
         }
     }
 
@@ -154,6 +157,7 @@ impl Engine {
         let mut last_housekeeping = std::time::Instant::now() - self.config.poll;
         loop {
             if *stop.borrow() {
+                self.stopping.store(true, Ordering::Relaxed);
                 break;
             }
             if last_housekeeping.elapsed() >= self.config.poll {
@@ -214,17 +218,41 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs one claimed attempt: heartbeats, timeout, cancellation, and the recorded outcome.
+    /// Runs one claimed attempt, then hands off: when it succeeded, the next ready task of the
+    /// same run is claimed and run at once in the same slot, without waiting for the
+    /// scheduler loop (as Airflow's "mini scheduler" does after a task).
     async fn execute(self: Arc<Self>, claimed: Claimed, shutdown: Cancel) {
-        let span = tracing::info_span!("task", run_id = claimed.run_id, dag = %claimed.dag_id, period = %claimed.period,
-            task = %claimed.task_id, try_number = claimed.try_number);
-        self.execute_inner(claimed, shutdown).instrument(span).await;
+        let mut next = Some(claimed);
+        while let Some(claimed) = next.take() {
+            let (run_id, dag_id) = (claimed.run_id, claimed.dag_id.clone());
+            let span = tracing::info_span!("task", run_id = claimed.run_id, dag = %claimed.dag_id, period = %claimed.period,
+                task = %claimed.task_id, try_number = claimed.try_number);
+            let succeeded = self.execute_inner(claimed, shutdown.clone()).instrument(span).await;
+            if !succeeded || self.stopping.load(Ordering::Relaxed) || shutdown.is_cancelled() {
+                break;
+            }
+            let dags = [dag_id];
+            match runs::claim(
+                &self.pool,
+                &self.config.worker_id,
+                self.config.lease,
+                &dags,
+                Some(run_id),
+            )
+            .await
+            {
+                Ok(c) => next = c,
+                // The scheduler loop will claim it.
+                Err(e) => tracing::warn!(error = %e, "claiming the downstream task failed; the scheduler will"),
+            }
+        }
         self.wake();
     }
 
-    async fn execute_inner(&self, claimed: Claimed, shutdown: Cancel) {
+    /// Returns whether the attempt succeeded and its result was recorded.
+    async fn execute_inner(&self, claimed: Claimed, shutdown: Cancel) -> bool {
         let Some(dag) = self.dag(&claimed.dag_id).cloned() else {
-            return;
+            return false;
         };
         let spec = dag.spec.task(&claimed.task_id).cloned();
         let (Some(spec), Some(task)) = (spec, dag.tasks.get(&claimed.task_id).cloned()) else {
@@ -234,7 +262,7 @@ impl Engine {
                 kind: "failed",
             };
             let _ = runs::finish(&self.pool, &dag.spec, &claimed, outcome).await;
-            return;
+            return false;
         };
         let period: Period = match claimed.period.parse() {
             Ok(p) => p,
@@ -245,7 +273,7 @@ impl Engine {
                     kind: "failed",
                 };
                 let _ = runs::finish(&self.pool, &dag.spec, &claimed, outcome).await;
-                return;
+                return false;
             }
         };
         self.stats.running.fetch_add(1, Ordering::Relaxed);
@@ -389,7 +417,8 @@ impl Engine {
                 if let Some(end) = &run_end {
                     record_run_end(end);
                 }
-                tracing::info!(state, seconds = secs, success = ok, "task finished")
+                tracing::info!(state, seconds = secs, success = ok, "task finished");
+                ok && run_end.is_none()
             }
             Some(Recorded::Fenced) => {
                 METRICS.fenced_results.inc(&[]);
@@ -398,9 +427,13 @@ impl Engine {
                     seconds = secs,
                     lost_lease = lost_lease.load(Ordering::Relaxed),
                     "result refused: this attempt no longer holds the lease"
-                )
+                );
+                false
             }
-            None => tracing::error!("could not record the result; the lease will expire and the task will be retried"),
+            None => {
+                tracing::error!("could not record the result; the lease will expire and the task will be retried");
+                false
+            }
         }
     }
 }
