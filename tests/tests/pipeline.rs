@@ -212,7 +212,9 @@ use reelflow_e2e::pg::published_checksums;
 
 #[tokio::test]
 async fn same_period_twice_publishes_identical_data_and_keeps_two_previous() {
-    let s = setup(fixture::zip()).await;
+    let mut s = setup(fixture::zip()).await;
+    // Reload on every rerun even though the source is unchanged (see the test below).
+    s.cfg.load.reuse_unchanged = false;
     let period: Period = "2026-10".parse().unwrap();
     let pool = &s.db.pool;
     assert!(reelflow::pipeline::run_period(&s.cfg, pool, period, false)
@@ -264,6 +266,86 @@ async fn same_period_twice_publishes_identical_data_and_keeps_two_previous() {
     let out = reelflow_load::rollback(pool).await.unwrap();
     assert_eq!(out.snapshot_id, states[2].0);
     assert_eq!(published_checksums(pool).await, first);
+}
+
+async fn snapshot_states(pool: &PgPool) -> Vec<(i64, String)> {
+    sqlx::query_as("SELECT id, state FROM reelflow.snapshots ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_rerun_of_an_unchanged_source_reuses_the_snapshot_and_a_changed_one_reloads() {
+    let s = setup(fixture::zip()).await;
+    let period: Period = "2026-10".parse().unwrap();
+    let pool = &s.db.pool;
+    let first = reelflow::pipeline::run_period(&s.cfg, pool, period, false)
+        .await
+        .unwrap();
+    assert!(first.succeeded(), "{}", first.failure());
+    let a = first.outputs["publish"]["snapshot_id"].as_i64().unwrap();
+    let data = published_checksums(pool).await;
+
+    // Same bytes, same build: nothing cleaned, nothing loaded, the snapshot stays.
+    let again = reelflow::pipeline::run_period(&s.cfg, pool, period, true)
+        .await
+        .unwrap();
+    assert!(again.succeeded(), "{}", again.failure());
+    assert!(
+        again.run.generation > first.run.generation,
+        "a rerun runs every task again"
+    );
+    assert_eq!(again.outputs["clean"]["unchanged_snapshot"], a);
+    assert!(again.outputs["clean"].get("manifest").is_none(), "nothing was cleaned");
+    assert_eq!(again.outputs["load"]["reused"], true);
+    assert_eq!(again.outputs["load"]["snapshot_id"], a);
+    assert_eq!(again.outputs["load"]["rows"], first.outputs["load"]["rows"]);
+    assert_eq!(again.outputs["publish"]["snapshot_id"], a);
+    assert_eq!(again.outputs["publish"]["current"], true);
+    assert_eq!(snapshot_states(pool).await, [(a, "published".to_string())]);
+    assert_eq!(published_checksums(pool).await, data);
+    let text = again.render();
+    assert!(text.contains(&format!("source unchanged since snapshot {a}")), "{text}");
+
+    // Different bytes (an extra, ignored entry), same data: a new snapshot is loaded.
+    let mut entries = fixture::entries();
+    entries.push(("README.txt", b"hello".to_vec()));
+    let source = s.cfg.source.clone();
+    std::fs::write(&source, fixture::zip_bytes(&entries)).unwrap();
+    let changed = reelflow::pipeline::run_period(&s.cfg, pool, period, true)
+        .await
+        .unwrap();
+    assert!(changed.succeeded(), "{}", changed.failure());
+    let b = changed.outputs["publish"]["snapshot_id"].as_i64().unwrap();
+    assert_ne!(a, b);
+    assert!(changed.outputs["clean"]["manifest"].is_object());
+    assert_eq!(published_checksums(pool).await, data);
+
+    // A snapshot rolled back away from is not reused, even for the same bytes.
+    reelflow_load::rollback(pool).await.unwrap();
+    let after_rollback = reelflow::pipeline::run_period(&s.cfg, pool, period, true)
+        .await
+        .unwrap();
+    assert!(after_rollback.succeeded(), "{}", after_rollback.failure());
+    let c = after_rollback.outputs["publish"]["snapshot_id"].as_i64().unwrap();
+    assert!(c != a && c != b, "{a} {b} {c}");
+    assert_eq!(after_rollback.outputs["load"]["reused"], false);
+
+    // Built by another reelflow build (other table or report definitions): reloaded.
+    sqlx::query("UPDATE reelflow.snapshots SET build_id = 'an-older-build' WHERE id = $1")
+        .bind(c)
+        .execute(pool)
+        .await
+        .unwrap();
+    let rebuilt = reelflow::pipeline::run_period(&s.cfg, pool, period, true)
+        .await
+        .unwrap();
+    assert!(rebuilt.succeeded(), "{}", rebuilt.failure());
+    let d = rebuilt.outputs["publish"]["snapshot_id"].as_i64().unwrap();
+    assert_ne!(c, d);
+    assert_eq!(snapshot_states(pool).await.last(), Some(&(d, "published".to_string())));
+    assert_eq!(published_checksums(pool).await, data);
 }
 
 #[tokio::test]

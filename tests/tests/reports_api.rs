@@ -57,6 +57,8 @@ fn config(db_url: &str, source: &Path, artifacts: &Path) -> Config {
         ("DATABASE_URL", db_url.to_string()),
         ("REELFLOW_SOURCE", source.display().to_string()),
         ("REELFLOW_ARTIFACTS_DIR", artifacts.display().to_string()),
+        // Every rerun here must publish a new snapshot, even of an unchanged source.
+        ("REELFLOW_LOAD_REUSE_UNCHANGED", "false".to_string()),
     ]
     .into_iter()
     .collect();

@@ -9,11 +9,13 @@
 //!   load of the same period).
 //! - Every snapshot has a row in `reelflow.snapshots`; a schema is never created without one.
 
+mod graph;
 mod reports;
 mod snapshot;
 
-pub use reports::{REPORTS, REPORT_INDEXES};
+pub use reports::{Report, REPORTS};
 pub use snapshot::{
-    create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, rollback, LoadConfig, LoadError,
-    LoadOutput, LoadTask, PublishOutput, PublishTask, SnapshotInfo, PUBLISHED_SCHEMA,
+    build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, reuse_snapshot, rollback,
+    unchanged_snapshot, LoadConfig, LoadError, LoadOutput, LoadTask, PublishOutput, PublishTask, SnapshotInfo,
+    PUBLISHED_SCHEMA,
 };

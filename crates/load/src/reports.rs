@@ -6,11 +6,23 @@
 //! `revenue - budget`, NULL unless both are known. Totals are NULL when no movie of the group
 //! has a known value (SQL `sum`).
 
-/// `(name, statement)` pairs; `{s}` is replaced by the quoted snapshot schema.
-pub const REPORTS: &[(&str, &str)] = &[
-    (
-        "company_yearly",
-        r#"CREATE TABLE {s}.company_yearly AS
+/// One report relation: how it is built, what it reads, and its keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    pub name: &'static str,
+    /// `CREATE TABLE {s}.name AS ...`; `{s}` is replaced by the quoted snapshot schema.
+    pub sql: &'static str,
+    /// Snapshot tables or earlier reports it reads; it is built once they are loaded and keyed.
+    pub reads: &'static [&'static str],
+    /// Keys and indexes, built after it is filled.
+    pub indexes: &'static [&'static str],
+}
+
+/// The reports, in an order where each one comes after the reports it reads.
+pub const REPORTS: &[Report] = &[
+    Report {
+        name: "company_yearly",
+        sql: r#"CREATE TABLE {s}.company_yearly AS
 WITH m AS (
     SELECT id, extract(year FROM release_date)::integer AS year, budget, revenue,
            revenue - budget AS profit, popularity
@@ -29,10 +41,15 @@ FROM m
 JOIN {s}.movie_companies mc ON mc.movie_id = m.id
 JOIN {s}.companies c ON c.id = mc.company_id
 GROUP BY c.id, c.name, m.year"#,
-    ),
-    (
-        "company_genre_yearly",
-        r#"CREATE TABLE {s}.company_genre_yearly AS
+        reads: &["movies", "movie_companies", "companies"],
+        indexes: &[
+            "ALTER TABLE {s}.company_yearly ADD PRIMARY KEY (company_id, year)",
+            "CREATE INDEX ON {s}.company_yearly (year)",
+        ],
+    },
+    Report {
+        name: "company_genre_yearly",
+        sql: r#"CREATE TABLE {s}.company_genre_yearly AS
 SELECT c.id AS company_id, c.name AS company_name,
        extract(year FROM m.release_date)::integer AS year,
        g.id AS genre_id, g.name AS genre_name,
@@ -44,10 +61,15 @@ JOIN {s}.movie_genres mg ON mg.movie_id = m.id
 JOIN {s}.genres g ON g.id = mg.genre_id
 WHERE m.release_date IS NOT NULL
 GROUP BY c.id, c.name, extract(year FROM m.release_date)::integer, g.id, g.name"#,
-    ),
-    (
-        "genre_yearly",
-        r#"CREATE TABLE {s}.genre_yearly AS
+        reads: &["movies", "movie_companies", "companies", "movie_genres", "genres"],
+        indexes: &[
+            "ALTER TABLE {s}.company_genre_yearly ADD PRIMARY KEY (company_id, year, genre_id)",
+            "CREATE INDEX ON {s}.company_genre_yearly (genre_id, year)",
+        ],
+    },
+    Report {
+        name: "genre_yearly",
+        sql: r#"CREATE TABLE {s}.genre_yearly AS
 WITH m AS (
     SELECT id, extract(year FROM release_date)::integer AS year, budget, revenue,
            revenue - budget AS profit, popularity
@@ -74,32 +96,35 @@ SELECT genre_id, genre_name, year, movies, avg_popularity,
        budget_total, revenue_total, profit_total,
        movies_with_budget, movies_with_revenue, movies_with_profit
 FROM agg"#,
-    ),
-    (
-        "most_popular_genre_yearly",
-        r#"CREATE TABLE {s}.most_popular_genre_yearly AS
+        reads: &["movies", "movie_genres", "genres"],
+        indexes: &[
+            "ALTER TABLE {s}.genre_yearly ADD PRIMARY KEY (genre_id, year)",
+            "CREATE UNIQUE INDEX ON {s}.genre_yearly (year, popularity_rank)",
+        ],
+    },
+    Report {
+        name: "most_popular_genre_yearly",
+        sql: r#"CREATE TABLE {s}.most_popular_genre_yearly AS
 SELECT year, genre_id, genre_name, avg_popularity
 FROM {s}.genre_yearly WHERE popularity_rank = 1"#,
-    ),
-    (
-        "movie_ratings",
-        r#"CREATE TABLE {s}.movie_ratings AS
-SELECT m.id AS movie_id, count(*)::bigint AS ratings, avg(r.rating)::double precision AS avg_rating
-FROM {s}.ratings r
-JOIN {s}.links l ON l.movie_id = r.movie_id
+        reads: &["genre_yearly"],
+        indexes: &["ALTER TABLE {s}.most_popular_genre_yearly ADD PRIMARY KEY (year)"],
+    },
+    Report {
+        name: "movie_ratings",
+        sql: r#"CREATE TABLE {s}.movie_ratings AS
+WITH per_link AS (
+    -- 26 M ratings fold into one row per MovieLens id before any join.
+    SELECT movie_id, count(*) AS n, sum(rating::double precision) AS total
+    FROM {s}.ratings GROUP BY movie_id
+)
+SELECT m.id AS movie_id, sum(p.n)::bigint AS ratings,
+       sum(p.total) / sum(p.n)::double precision AS avg_rating
+FROM per_link p
+JOIN {s}.links l ON l.movie_id = p.movie_id
 JOIN {s}.movies m ON m.id = l.tmdb_id
 GROUP BY m.id"#,
-    ),
-];
-
-/// Keys and indexes of the report relations, built after they are filled.
-pub const REPORT_INDEXES: &[&str] = &[
-    "ALTER TABLE {s}.company_yearly ADD PRIMARY KEY (company_id, year)",
-    "CREATE INDEX ON {s}.company_yearly (year)",
-    "ALTER TABLE {s}.company_genre_yearly ADD PRIMARY KEY (company_id, year, genre_id)",
-    "CREATE INDEX ON {s}.company_genre_yearly (genre_id, year)",
-    "ALTER TABLE {s}.genre_yearly ADD PRIMARY KEY (genre_id, year)",
-    "CREATE UNIQUE INDEX ON {s}.genre_yearly (year, popularity_rank)",
-    "ALTER TABLE {s}.most_popular_genre_yearly ADD PRIMARY KEY (year)",
-    "ALTER TABLE {s}.movie_ratings ADD PRIMARY KEY (movie_id)",
+        reads: &["ratings", "links", "movies"],
+        indexes: &["ALTER TABLE {s}.movie_ratings ADD PRIMARY KEY (movie_id)"],
+    },
 ];

@@ -1,18 +1,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::try_join_all;
 use reelflow_clean::{Manifest, TableDef, TABLES};
 use reelflow_dag::{BoxFuture, Outputs, Task, TaskContext, TaskError};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::io::AsyncReadExt;
-use tokio::sync::Mutex;
 
-use crate::reports::{REPORTS, REPORT_INDEXES};
+use crate::graph::{self, Job, Work};
+use crate::reports::REPORTS;
 
 /// The stable schema name consumers read.
 pub const PUBLISHED_SCHEMA: &str = "movies";
@@ -25,6 +23,11 @@ pub struct LoadConfig {
     pub parallelism: usize,
     /// Published snapshots kept besides the current one (for rollback); older ones are dropped.
     pub keep_previous: usize,
+    /// `maintenance_work_mem` of the load's sessions (index builds sort in it); empty keeps
+    /// the server's setting.
+    pub maintenance_work_mem: String,
+    /// Reuse the period's snapshot when the source's SHA-256 and the build are unchanged.
+    pub reuse_unchanged: bool,
 }
 
 impl Default for LoadConfig {
@@ -32,6 +35,8 @@ impl Default for LoadConfig {
         LoadConfig {
             parallelism: 2,
             keep_previous: 2,
+            maintenance_work_mem: "1GB".into(),
+            reuse_unchanged: true,
         }
     }
 }
@@ -54,7 +59,7 @@ pub enum LoadError {
 }
 
 impl LoadError {
-    fn db(doing: impl Into<String>) -> impl FnOnce(sqlx::Error) -> LoadError {
+    pub(crate) fn db(doing: impl Into<String>) -> impl FnOnce(sqlx::Error) -> LoadError {
         let doing = doing.into();
         move |source| LoadError::Db { doing, source }
     }
@@ -118,6 +123,9 @@ pub struct LoadOutput {
     pub rows: BTreeMap<String, u64>,
     pub rejects: u64,
     pub seconds: f64,
+    /// The snapshot was already built from the same source by the same build: nothing loaded.
+    #[serde(default)]
+    pub reused: bool,
 }
 
 /// What publishing did.
@@ -161,7 +169,7 @@ fn sub(sql: &str, schema: &str) -> String {
     sql.replace("{s}", &q(schema))
 }
 
-async fn open(opts: &PgConnectOptions) -> Result<PgConnection, LoadError> {
+pub(crate) async fn open(opts: &PgConnectOptions) -> Result<PgConnection, LoadError> {
     PgConnection::connect_with(opts)
         .await
         .map_err(LoadError::db("connecting"))
@@ -222,7 +230,12 @@ pub fn fk_sql(schema: &str, t: &TableDef) -> Vec<String> {
 
 /// Streams one COPY text file into `schema.table` inside the transaction that creates the
 /// table (so PostgreSQL with `wal_level=minimal` can skip WAL for it). Returns rows copied.
-async fn copy_file(conn: &mut PgConnection, create: &str, copy: &str, path: &Path) -> Result<u64, LoadError> {
+pub(crate) async fn copy_file(
+    conn: &mut PgConnection,
+    create: &str,
+    copy: &str,
+    path: &Path,
+) -> Result<u64, LoadError> {
     let mut file = tokio::fs::File::open(path).await.map_err(|source| LoadError::Io {
         path: path.into(),
         source,
@@ -269,43 +282,6 @@ async fn copy_file(conn: &mut PgConnection, create: &str, copy: &str, path: &Pat
     tx.commit().await.map_err(LoadError::db("committing a COPY"))?;
     reelflow_dag::failpoint("load.mid_copy");
     Ok(rows)
-}
-
-/// Runs `jobs` over `parallelism` fresh connections; a connection whose job failed is closed,
-/// never reused (a failed COPY can leave it out of step).
-async fn run_parallel<J, F>(
-    opts: &PgConnectOptions,
-    parallelism: usize,
-    jobs: Vec<J>,
-    f: F,
-) -> Result<Vec<u64>, LoadError>
-where
-    J: Send + 'static,
-    F: for<'c> Fn(&'c mut PgConnection, J) -> BoxFuture<'c, Result<u64, LoadError>> + Send + Sync + Copy + 'static,
-{
-    let n = jobs.len();
-    let queue = Arc::new(Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>().into_iter()));
-    let results = Arc::new(Mutex::new(vec![0u64; n]));
-    let workers = (0..parallelism.max(1).min(n.max(1))).map(|_| {
-        let queue = queue.clone();
-        let results = results.clone();
-        let opts = opts.clone();
-        async move {
-            let mut conn = open(&opts).await?;
-            loop {
-                let Some((i, job)) = queue.lock().await.next() else {
-                    break;
-                };
-                let r = f(&mut conn, job).await?;
-                results.lock().await[i] = r;
-            }
-            let _ = conn.close().await;
-            Ok::<(), LoadError>(())
-        }
-    });
-    try_join_all(workers).await?;
-    let out = results.lock().await.clone();
-    Ok(out)
 }
 
 fn snapshot_schema(id: i64) -> String {
@@ -383,14 +359,15 @@ pub async fn load_snapshot(
     drop_leftovers(&mut guard, dag_id, period).await?;
 
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO reelflow.snapshots (dag_id, period, run_id, schema_name, state, source_sha256, manifest)
-         VALUES ($1, $2, $3, 'pending-' || gen_random_uuid(), 'building', $4, $5) RETURNING id",
+        "INSERT INTO reelflow.snapshots (dag_id, period, run_id, schema_name, state, source_sha256, manifest, build_id)
+         VALUES ($1, $2, $3, 'pending-' || gen_random_uuid(), 'building', $4, $5, $6) RETURNING id",
     )
     .bind(dag_id)
     .bind(period)
     .bind(run_id)
     .bind(&manifest.source_sha256)
     .bind(sqlx::types::Json(&manifest))
+    .bind(build_id())
     .fetch_one(&mut guard)
     .await
     .map_err(LoadError::db("registering the snapshot"))?;
@@ -413,6 +390,7 @@ pub async fn load_snapshot(
                 rows,
                 rejects,
                 seconds: started.elapsed().as_secs_f64(),
+                reused: false,
             })
         }
         Err(e) => {
@@ -460,85 +438,219 @@ async fn build(
         .map_err(LoadError::db(format!("creating schema {schema}")))?;
 
     reelflow_dag::failpoint("load.after_schema");
-    // Data: biggest files first so the parallel streams finish together.
-    let mut jobs: Vec<(String, String, PathBuf, u64)> = Vec::new();
-    for t in TABLES {
-        let path = clean_dir.join(&manifest.tables[t.name].file);
+
+    // Per-reason and per-column counts, stored with the snapshot they belong to.
+    store_counts(conn, manifest, schema).await?;
+
+    // Everything else is a graph of jobs over `parallelism` connections (see `graph`).
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut copy_of: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut keys_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut size_of: BTreeMap<&str, u64> = BTreeMap::new();
+    let rejects_table = TableDef {
+        name: "rejects",
+        columns: &[],
+        primary_key: &[],
+        foreign_keys: &[],
+        indexes: &[],
+    };
+    for t in TABLES.iter().chain([&rejects_table]) {
+        let (path, create) = if t.name == "rejects" {
+            (
+                clean_dir.join(&manifest.rejects.file),
+                format!(
+                    "CREATE TABLE {}.rejects (file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, raw text)",
+                    q(schema)
+                ),
+            )
+        } else {
+            (
+                clean_dir.join(&manifest.tables[t.name].file),
+                create_table_sql(schema, t),
+            )
+        };
         let size = std::fs::metadata(&path)
             .map_err(|source| LoadError::Io {
                 path: path.clone(),
                 source,
             })?
             .len();
-        let cols = t.columns.iter().map(|c| q(c.name)).collect::<Vec<_>>().join(", ");
-        let copy = format!("COPY {}.{} ({cols}) FROM STDIN", q(schema), q(t.name));
-        jobs.push((create_table_sql(schema, t), copy, path, size));
-    }
-    let rejects_path = clean_dir.join(&manifest.rejects.file);
-    let rejects_size = std::fs::metadata(&rejects_path).map(|m| m.len()).unwrap_or(0);
-    jobs.push((
-        format!(
-            "CREATE TABLE {}.rejects (file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, raw text)",
-            q(schema)
-        ),
-        format!("COPY {}.rejects (file, line, reason, raw) FROM STDIN", q(schema)),
-        rejects_path,
-        rejects_size,
-    ));
-    let names: Vec<String> = TABLES
-        .iter()
-        .map(|t| t.name.to_string())
-        .chain(["rejects".to_string()])
-        .collect();
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].3));
-    let sorted: Vec<(usize, (String, String, PathBuf, u64))> = {
-        let mut slots: Vec<Option<_>> = jobs.into_iter().map(Some).collect();
-        order
-            .iter()
-            .map(|&i| (i, slots[i].take().expect("each job once")))
-            .collect()
-    };
-    let t0 = Instant::now();
-    let copied = run_parallel(
-        opts,
-        cfg.parallelism,
-        sorted.iter().map(|(_, j)| j.clone()).collect(),
-        |conn, job| Box::pin(async move { copy_file(conn, &job.0, &job.1, &job.2).await }),
-    )
-    .await?;
-    let mut rows = BTreeMap::new();
-    for ((i, _), n) in sorted.iter().zip(copied) {
-        rows.insert(names[*i].clone(), n);
-    }
-    tracing::info!(schema, seconds = t0.elapsed().as_secs_f64(), "COPY done");
-
-    reelflow_dag::failpoint("load.after_copy");
-    // Validation: every table holds exactly what the clean stage counted.
-    let mut mismatches = Vec::new();
-    for t in TABLES {
-        let expected = manifest.tables[t.name].rows;
-        if rows[t.name] != expected {
-            mismatches.push(format!(
-                "{}: {} rows loaded, manifest says {expected}",
-                t.name, rows[t.name]
-            ));
-        }
-    }
-    if rows["rejects"] != manifest.rejects.rows {
-        mismatches.push(format!(
-            "rejects: {} rows loaded, manifest says {}",
-            rows["rejects"], manifest.rejects.rows
-        ));
-    }
-    if !mismatches.is_empty() {
-        return Err(LoadError::Validation {
-            schema: schema.into(),
-            detail: mismatches.join("; "),
+        let copy = if t.name == "rejects" {
+            format!("COPY {}.rejects (file, line, reason, raw) FROM STDIN", q(schema))
+        } else {
+            let cols = t.columns.iter().map(|c| q(c.name)).collect::<Vec<_>>().join(", ");
+            format!("COPY {}.{} ({cols}) FROM STDIN", q(schema), q(t.name))
+        };
+        copy_of.insert(t.name, jobs.len());
+        size_of.insert(t.name, size);
+        jobs.push(Job {
+            name: format!("COPY {}", t.name),
+            work: Work::Copy { create, copy, path },
+            after: vec![],
+            weight: size,
         });
     }
+    let copies = jobs.len();
+    // Keys and indexes: each as soon as its table is loaded. A secondary index sorts rows in
+    // random order, so it weighs a little more than the primary key of the same table.
+    for t in TABLES {
+        let statements = key_sql(schema, t);
+        for (k, sql) in statements.into_iter().enumerate() {
+            let weight = if k == 0 && !t.primary_key.is_empty() {
+                size_of[t.name]
+            } else {
+                size_of[t.name] + size_of[t.name] / 4
+            };
+            keys_of.entry(t.name).or_default().push(jobs.len());
+            jobs.push(Job::sql(sql.clone(), vec![sql], vec![copy_of[t.name]], weight));
+        }
+    }
+    jobs.push(Job::sql(
+        "index rejects",
+        vec![format!("CREATE INDEX ON {}.rejects (file, reason)", q(schema))],
+        vec![copy_of["rejects"]],
+        size_of["rejects"],
+    ));
+    let keyed = |names: &mut dyn Iterator<Item = &str>| -> Vec<usize> {
+        let mut v: Vec<usize> = names
+            .flat_map(|n| keys_of.get(n).cloned().unwrap_or_else(|| vec![copy_of[n]]))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let keys_end = jobs.len();
+    // Foreign keys, one after the other (each locks the referenced table), once the keys of
+    // both sides exist.
+    let fk_tables: Vec<&str> = TABLES
+        .iter()
+        .filter(|t| !t.foreign_keys.is_empty())
+        .flat_map(|t| std::iter::once(t.name).chain(t.foreign_keys.iter().map(|f| f.ref_table)))
+        .collect();
+    let fk_job = jobs.len();
+    jobs.push(Job::sql(
+        "foreign keys",
+        TABLES.iter().flat_map(|t| fk_sql(schema, t)).collect(),
+        keyed(&mut fk_tables.iter().copied()),
+        fk_tables.iter().map(|t| size_of[t]).sum::<u64>() / 4,
+    ));
+    // Statistics for the report queries, after the foreign keys (ANALYZE waits for their locks).
+    // `ratings` is read only by an aggregate that needs none, so its indexes can still build.
+    let analyzed: Vec<&str> = {
+        let mut v: Vec<&str> = REPORTS
+            .iter()
+            .flat_map(|r| r.reads.iter().copied())
+            .filter(|n| *n != "ratings" && TABLES.iter().any(|t| t.name == *n))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let analyze_job = jobs.len();
+    let mut after = keyed(&mut analyzed.iter().copied());
+    after.push(fk_job);
+    jobs.push(Job::sql(
+        "analyze report inputs",
+        analyzed
+            .iter()
+            .map(|t| format!("ANALYZE {}.{}", q(schema), q(t)))
+            .collect(),
+        after,
+        0,
+    ));
+    let mut report_job: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in REPORTS {
+        let mut after = vec![analyze_job];
+        let mut weight = 0;
+        for n in r.reads {
+            if let Some(&j) = report_job.get(n) {
+                after.push(j);
+            } else if *n == "ratings" {
+                after.push(copy_of[n]);
+                weight = size_of[n] / 2;
+            }
+        }
+        let mut statements = vec![sub(r.sql, schema)];
+        statements.extend(r.indexes.iter().map(|i| sub(i, schema)));
+        statements.push(format!("ANALYZE {}.{}", q(schema), q(r.name)));
+        report_job.insert(r.name, jobs.len());
+        jobs.push(Job::sql(format!("report {}", r.name), statements, after, weight));
+    }
 
-    // Per-reason and per-column counts, stored with the snapshot they belong to.
+    let session: Vec<String> = Some(&cfg.maintenance_work_mem)
+        .filter(|m| !m.is_empty())
+        .map(|m| format!("SET maintenance_work_mem = '{}'", m.replace('\'', "''")))
+        .into_iter()
+        .collect();
+    let started = Instant::now();
+    let (mut copies_left, mut keys_left) = (copies, keys_end - copies);
+    let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+    let mut on_done = |i: usize, n: u64| -> Result<(), LoadError> {
+        if i < copies {
+            // Validation: every table holds exactly what the clean stage counted.
+            let name = if i < TABLES.len() { TABLES[i].name } else { "rejects" };
+            let expected = if i < TABLES.len() {
+                manifest.tables[name].rows
+            } else {
+                manifest.rejects.rows
+            };
+            if n != expected {
+                return Err(LoadError::Validation {
+                    schema: schema.into(),
+                    detail: format!("{name}: {n} rows loaded, manifest says {expected}"),
+                });
+            }
+            rows.insert(name.to_string(), n);
+            copies_left -= 1;
+            if copies_left == 0 {
+                tracing::info!(schema, seconds = started.elapsed().as_secs_f64(), "COPY done");
+                reelflow_dag::failpoint("load.after_copy");
+            }
+        } else if i < keys_end {
+            keys_left -= 1;
+            if keys_left == 0 {
+                tracing::info!(
+                    schema,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "keys and indexes built"
+                );
+                reelflow_dag::failpoint("load.after_keys");
+            }
+        }
+        Ok(())
+    };
+    graph::run(opts, cfg.parallelism, &session, &jobs, &mut on_done).await?;
+    tracing::info!(
+        schema,
+        seconds = started.elapsed().as_secs_f64(),
+        "tables, keys and reports built"
+    );
+
+    reelflow_dag::failpoint("load.before_ready");
+    let row_counts = serde_json::to_value(&rows).expect("counts serialise");
+    let reject_counts: BTreeMap<&str, &BTreeMap<String, u64>> = manifest
+        .files
+        .iter()
+        .map(|(f, fm)| (f.as_str(), &fm.rejected))
+        .collect();
+    let total: u64 = TABLES.iter().map(|t| rows[t.name]).sum();
+    sqlx::query(
+        "UPDATE reelflow.snapshots SET state = 'ready', ready_at = now(), row_counts = $2, reject_counts = $3,
+             rows_total = $4, rejects_total = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(row_counts)
+    .bind(sqlx::types::Json(reject_counts))
+    .bind(total as i64)
+    .bind(manifest.rejects.rows as i64)
+    .execute(&mut *conn)
+    .await
+    .map_err(LoadError::db("marking the snapshot ready"))?;
+    Ok(rows)
+}
+
+/// Stores the clean stage's per-reason reject and per-column unparsable counts in the snapshot.
+async fn store_counts(conn: &mut PgConnection, manifest: &Manifest, schema: &str) -> Result<(), LoadError> {
     for ddl in [
         "CREATE TABLE {s}.reject_counts (file text NOT NULL, reason text NOT NULL, rows bigint NOT NULL, PRIMARY KEY (file, reason))",
         "CREATE TABLE {s}.unparsable_counts (file text NOT NULL, column_name text NOT NULL, values_nulled bigint NOT NULL, PRIMARY KEY (file, column_name))",
@@ -581,93 +693,7 @@ async fn build(
     .execute(&mut *conn)
     .await
     .map_err(LoadError::db("storing unparsable counts"))?;
-
-    // Keys and indexes in parallel, then foreign keys (they need the referenced keys).
-    let t1 = Instant::now();
-    let keys: Vec<String> = TABLES.iter().flat_map(|t| key_sql(schema, t)).collect();
-    run_parallel(opts, cfg.parallelism, keys, |conn, sql| {
-        Box::pin(async move {
-            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .execute(&mut *conn)
-                .await
-                .map_err(LoadError::db(format!("running {sql}")))?;
-            Ok(0)
-        })
-    })
-    .await?;
-    for t in TABLES {
-        for sql in fk_sql(schema, t) {
-            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .execute(&mut *conn)
-                .await
-                .map_err(LoadError::db(format!("running {sql}")))?;
-        }
-    }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE INDEX ON {}.rejects (file, reason)",
-        q(schema)
-    )))
-    .execute(&mut *conn)
-    .await
-    .map_err(LoadError::db("indexing rejects"))?;
-    tracing::info!(schema, seconds = t1.elapsed().as_secs_f64(), "keys and indexes built");
-    reelflow_dag::failpoint("load.after_keys");
-
-    let t2 = Instant::now();
-    for t in [
-        "movies",
-        "movie_genres",
-        "movie_companies",
-        "genres",
-        "companies",
-        "links",
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {}.{}", q(schema), q(t))))
-            .execute(&mut *conn)
-            .await
-            .map_err(LoadError::db("analyzing"))?;
-    }
-    for (name, sql) in REPORTS {
-        sqlx::query(sqlx::AssertSqlSafe(sub(sql, schema)))
-            .execute(&mut *conn)
-            .await
-            .map_err(LoadError::db(format!("building report {name}")))?;
-    }
-    for sql in REPORT_INDEXES {
-        sqlx::query(sqlx::AssertSqlSafe(sub(sql, schema)))
-            .execute(&mut *conn)
-            .await
-            .map_err(LoadError::db(format!("running {sql}")))?;
-    }
-    for (name, _) in REPORTS {
-        sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {}.{}", q(schema), q(name))))
-            .execute(&mut *conn)
-            .await
-            .map_err(LoadError::db("analyzing the reports"))?;
-    }
-    tracing::info!(schema, seconds = t2.elapsed().as_secs_f64(), "reports built");
-
-    reelflow_dag::failpoint("load.before_ready");
-    let row_counts = serde_json::to_value(&rows).expect("counts serialise");
-    let reject_counts: BTreeMap<&str, &BTreeMap<String, u64>> = manifest
-        .files
-        .iter()
-        .map(|(f, fm)| (f.as_str(), &fm.rejected))
-        .collect();
-    let total: u64 = TABLES.iter().map(|t| rows[t.name]).sum();
-    sqlx::query(
-        "UPDATE reelflow.snapshots SET state = 'ready', ready_at = now(), row_counts = $2, reject_counts = $3,
-             rows_total = $4, rejects_total = $5 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(row_counts)
-    .bind(sqlx::types::Json(reject_counts))
-    .bind(total as i64)
-    .bind(manifest.rejects.rows as i64)
-    .execute(&mut *conn)
-    .await
-    .map_err(LoadError::db("marking the snapshot ready"))?;
-    Ok(rows)
+    Ok(())
 }
 
 /// Publishes a `ready` snapshot: in one transaction the current `movies` schema goes back to
@@ -899,6 +925,106 @@ pub async fn list_snapshots(pool: &PgPool) -> Result<Vec<SnapshotInfo>, LoadErro
         .collect())
 }
 
+/// A fingerprint of what a load builds: the reelflow version, the manifest format, the table
+/// definitions and the report SQL. Stored with each snapshot.
+pub fn build_id() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(reelflow_clean::MANIFEST_FORMAT.to_le_bytes());
+    h.update(format!("{TABLES:?}"));
+    h.update(format!("{REPORTS:?}"));
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The snapshot of `(dag_id, period)` that a new load of a source with this SHA-256 would only
+/// rebuild: the period's newest kept snapshot, if it is published (current or kept for an
+/// older period), came from the same bytes and was built by this same [`build_id`]. A
+/// snapshot that was rolled back away from is never reused.
+pub async fn unchanged_snapshot(
+    pool: &PgPool,
+    dag_id: &str,
+    period: &str,
+    source_sha256: &str,
+) -> Result<Option<i64>, LoadError> {
+    let row = sqlx::query(
+        "SELECT id, state, source_sha256, build_id FROM reelflow.snapshots
+         WHERE dag_id = $1 AND period = $2 AND dropped_at IS NULL AND state NOT IN ('building', 'failed')
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(dag_id)
+    .bind(period)
+    .fetch_optional(pool)
+    .await
+    .map_err(LoadError::db("looking for an unchanged snapshot"))?;
+    Ok(row.and_then(|r| {
+        let (id, state, sha, build): (i64, String, Option<String>, Option<String>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let kept = state == "published" || state == "retired";
+        (kept && sha.as_deref() == Some(source_sha256) && build.as_deref() == Some(build_id().as_str())).then_some(id)
+    }))
+}
+
+/// The [`LoadOutput`] of an existing, still kept snapshot, marked `reused`.
+pub async fn reuse_snapshot(pool: &PgPool, id: i64) -> Result<LoadOutput, LoadError> {
+    let row = sqlx::query(
+        "SELECT state, CASE WHEN state = 'published' THEN 'movies' ELSE schema_name END, row_counts, rejects_total
+         FROM reelflow.snapshots WHERE id = $1 AND dropped_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(LoadError::db("reading the reused snapshot"))?
+    .ok_or_else(|| LoadError::NotPublishable {
+        id,
+        reason: "it was dropped after the clean task chose to reuse it; retry the clean task".into(),
+    })?;
+    let state: String = row.get(0);
+    if state != "published" && state != "retired" {
+        return Err(LoadError::NotPublishable {
+            id,
+            reason: format!("it is {state} now; retry the clean task"),
+        });
+    }
+    let counts: Option<serde_json::Value> = row.get(2);
+    let rows: BTreeMap<String, u64> = counts.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+    Ok(LoadOutput {
+        snapshot_id: id,
+        schema: row.get(1),
+        rows,
+        rejects: row.get::<Option<i64>, _>(3).unwrap_or(0) as u64,
+        seconds: 0.0,
+        reused: true,
+    })
+}
+
+/// What publishing a reused snapshot amounts to: nothing, it is already where it belongs.
+async fn reused_publish(pool: &PgPool, id: i64) -> Result<PublishOutput, LoadError> {
+    let row = sqlx::query("SELECT state, period FROM reelflow.snapshots WHERE id = $1 AND dropped_at IS NULL")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(LoadError::db("reading the reused snapshot"))?
+        .ok_or_else(|| LoadError::NotPublishable {
+            id,
+            reason: "it was dropped after it was chosen for reuse; retry the clean task".into(),
+        })?;
+    let (state, period): (String, String) = (row.get(0), row.get(1));
+    match state.as_str() {
+        "published" | "retired" => Ok(PublishOutput {
+            snapshot_id: id,
+            period,
+            replaced: None,
+            dropped: vec![],
+            current: state == "published",
+        }),
+        _ => Err(LoadError::NotPublishable {
+            id,
+            reason: format!("it is {state} now; retry the clean task"),
+        }),
+    }
+}
+
 fn input_str<'a>(inputs: &'a Outputs, task: &str, key: &str) -> Result<&'a str, TaskError> {
     inputs
         .get(task)
@@ -923,6 +1049,18 @@ impl Task for LoadTask {
         inputs: &'a Outputs,
     ) -> BoxFuture<'a, Result<serde_json::Value, TaskError>> {
         Box::pin(async move {
+            if let Some(id) = inputs
+                .get("clean")
+                .and_then(|c| c.get("unchanged_snapshot"))
+                .and_then(|v| v.as_i64())
+            {
+                let out = reuse_snapshot(&self.pool, id).await?;
+                tracing::info!(
+                    snapshot_id = id,
+                    "source unchanged: the snapshot is reused, nothing loaded"
+                );
+                return Ok(serde_json::to_value(out).expect("load output serialises"));
+            }
             let dir = PathBuf::from(input_str(inputs, "clean", "dir")?);
             let period = ctx.period.to_string();
             let work = load_snapshot(&self.pool, &dir, &ctx.dag_id, &period, Some(ctx.run_id), &self.config);
@@ -956,7 +1094,16 @@ impl Task for PublishTask {
                 .and_then(|v| v.get("snapshot_id"))
                 .and_then(|v| v.as_i64())
                 .ok_or_else(|| TaskError::fatal("missing input load.snapshot_id: run the load task first"))?;
-            let out = publish(&self.pool, id, self.config.keep_previous).await?;
+            let reused = inputs
+                .get("load")
+                .and_then(|v| v.get("reused"))
+                .and_then(|v| v.as_bool())
+                == Some(true);
+            let out = if reused {
+                reused_publish(&self.pool, id).await?
+            } else {
+                publish(&self.pool, id, self.config.keep_previous).await?
+            };
             Ok(serde_json::to_value(out).expect("publish output serialises"))
         })
     }

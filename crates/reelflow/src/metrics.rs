@@ -245,7 +245,7 @@ pub fn observe_output(task: &str, out: &serde_json::Value) {
                 }
             }
         }
-        "load" => {
+        "load" if out["reused"].as_bool() != Some(true) => {
             if let Some(rows) = out["rows"].as_object() {
                 for (table, n) in rows {
                     m.rows.inc_by(

@@ -38,10 +38,14 @@ pub fn tasks(cfg: &Config, pool: &PgPool) -> anyhow::Result<Vec<Arc<dyn Task>>> 
             source,
             config: cfg.fetch.to_fetch_config(),
         }),
-        Arc::new(reelflow_clean::CleanTask {
-            config: reelflow_clean::CleanConfig {
-                max_entry_bytes: cfg.clean.max_entry_bytes,
+        Arc::new(CleanUnlessUnchanged {
+            clean: reelflow_clean::CleanTask {
+                config: reelflow_clean::CleanConfig {
+                    max_entry_bytes: cfg.clean.max_entry_bytes,
+                },
             },
+            pool: pool.clone(),
+            reuse: cfg.load.reuse_unchanged,
         }),
         Arc::new(reelflow_load::LoadTask {
             pool: pool.clone(),
@@ -52,6 +56,45 @@ pub fn tasks(cfg: &Config, pool: &PgPool) -> anyhow::Result<Vec<Arc<dyn Task>>> 
             config: cfg.load.clone(),
         }),
     ])
+}
+
+/// The `clean` task, which first asks whether cleaning is needed at all: when the period's
+/// kept snapshot was built from a source with the SHA-256 that fetch just saw, by this same
+/// build ([`reelflow_load::build_id`]), it outputs `{"unchanged_snapshot": id}` and load and
+/// publish pass that snapshot through without touching the database. `load.reuse_unchanged =
+/// false` always cleans and reloads.
+pub struct CleanUnlessUnchanged {
+    pub clean: reelflow_clean::CleanTask,
+    pub pool: PgPool,
+    pub reuse: bool,
+}
+
+impl Task for CleanUnlessUnchanged {
+    fn id(&self) -> &'static str {
+        "clean"
+    }
+    fn run<'a>(
+        &'a self,
+        ctx: &'a reelflow_dag::TaskContext,
+        inputs: &'a reelflow_dag::Outputs,
+    ) -> reelflow_dag::BoxFuture<'a, Result<serde_json::Value, reelflow_dag::TaskError>> {
+        Box::pin(async move {
+            let sha = inputs.get("fetch").and_then(|f| f["sha256"].as_str());
+            if let (true, Some(sha)) = (self.reuse, sha) {
+                let found =
+                    reelflow_load::unchanged_snapshot(&self.pool, &ctx.dag_id, &ctx.period.to_string(), sha).await?;
+                if let Some(id) = found {
+                    tracing::info!(
+                        snapshot_id = id,
+                        sha256 = sha,
+                        "source unchanged since snapshot {id}: nothing to clean or load"
+                    );
+                    return Ok(serde_json::json!({ "unchanged_snapshot": id, "source_sha256": sha }));
+                }
+            }
+            self.clean.run(ctx, inputs).await
+        })
+    }
 }
 
 pub fn dag(cfg: &Config, pool: &PgPool) -> anyhow::Result<Arc<Dag>> {
@@ -250,6 +293,12 @@ impl RunReport {
                 f["sha256"].as_str().unwrap_or("?")
             );
         }
+        if let Some(id) = o.get("clean").and_then(|c| c["unchanged_snapshot"].as_i64()) {
+            let _ = writeln!(
+                s,
+                "clean: source unchanged since snapshot {id} (same SHA-256, same build): nothing cleaned or reloaded"
+            );
+        }
         if let Some(files) = o.get("clean").and_then(|c| c["manifest"]["files"].as_object()) {
             let _ = writeln!(s, "clean:");
             for (file, fm) in files {
@@ -269,7 +318,7 @@ impl RunReport {
                 );
             }
         }
-        if let Some(l) = o.get("load") {
+        if let Some(l) = o.get("load").filter(|l| l["reused"] != true) {
             let _ = writeln!(
                 s,
                 "load: snapshot {} ({})",

@@ -1,0 +1,207 @@
+//! A small dependency scheduler for the load: COPY streams, index builds, foreign keys and
+//! reports are jobs with dependencies, run over a fixed set of connections. A job starts as
+//! soon as what it needs is done (the ratings indexes start when the ratings COPY ends, while
+//! other tables still load), and among ready jobs the heaviest goes first, so the longest chain
+//! (the ratings table) is never left waiting behind small work.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+
+use crate::snapshot::{copy_file, open, LoadError};
+
+/// What a job does.
+#[derive(Debug, Clone)]
+pub(crate) enum Work {
+    /// `create` then COPY `path` in one transaction; yields the rows copied.
+    Copy {
+        create: String,
+        copy: String,
+        path: PathBuf,
+    },
+    /// Statements run in order, each in its own implicit transaction.
+    Sql(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    /// For logs and errors.
+    pub name: String,
+    pub work: Work,
+    /// Indexes of jobs that must finish first.
+    pub after: Vec<usize>,
+    /// Relative cost; the heaviest ready job starts first.
+    pub weight: u64,
+}
+
+impl Job {
+    pub fn sql(name: impl Into<String>, statements: Vec<String>, after: Vec<usize>, weight: u64) -> Job {
+        Job {
+            name: name.into(),
+            work: Work::Sql(statements),
+            after,
+            weight,
+        }
+    }
+}
+
+/// Called when a job finishes, with its index and result (rows for a COPY, 0 otherwise).
+/// An error here stops the graph like a failed job.
+pub(crate) type OnDone<'a> = dyn FnMut(usize, u64) -> Result<(), LoadError> + Send + 'a;
+
+async fn run_job(conn: &mut PgConnection, job: &Job) -> Result<u64, LoadError> {
+    match &job.work {
+        Work::Copy { create, copy, path } => copy_file(conn, create, copy, path).await,
+        Work::Sql(statements) => {
+            for sql in statements {
+                sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(LoadError::db(format!("running {sql}")))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Runs every job over `connections` sessions (each first runs `session_sql`). On the first
+/// failure nothing new starts, the statements still running are cancelled on the server (an
+/// index build does not notice a closed client), and the first error is returned.
+pub(crate) async fn run(
+    opts: &PgConnectOptions,
+    connections: usize,
+    session_sql: &[String],
+    jobs: &[Job],
+    on_done: &mut OnDone<'_>,
+) -> Result<Vec<u64>, LoadError> {
+    let n = jobs.len();
+    for (i, j) in jobs.iter().enumerate() {
+        assert!(
+            j.after.iter().all(|&d| d < n && d != i),
+            "job {} has a bad dependency",
+            j.name
+        );
+    }
+    let workers = connections.max(1).min(n.max(1));
+    let mut idle = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut conn = open(opts).await?;
+        for sql in session_sql {
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .execute(&mut conn)
+                .await
+                .map_err(LoadError::db(format!("running {sql}")))?;
+        }
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(LoadError::db("reading the backend pid"))?;
+        idle.push((conn, pid));
+    }
+
+    let mut waiting: Vec<usize> = jobs.iter().map(|j| j.after.len()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, j) in jobs.iter().enumerate() {
+        for &d in &j.after {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut results = vec![0u64; n];
+    let mut finished = 0usize;
+    let mut running = FuturesUnordered::new();
+    let mut busy_pids: Vec<(usize, i32)> = Vec::new();
+    let mut failure: Option<LoadError> = None;
+    let mut cancelled = false;
+    let graph_started = Instant::now();
+
+    loop {
+        if failure.is_none() {
+            while !idle.is_empty() && !ready.is_empty() {
+                // Heaviest first; ties by definition order, so runs are repeatable.
+                let k = (0..ready.len())
+                    .max_by_key(|&k| (jobs[ready[k]].weight, std::cmp::Reverse(ready[k])))
+                    .expect("non-empty");
+                let i = ready.swap_remove(k);
+                let (mut conn, pid) = idle.pop().expect("non-empty");
+                busy_pids.push((i, pid));
+                let job = &jobs[i];
+                running.push(async move {
+                    let started = Instant::now();
+                    let r = run_job(&mut conn, job).await;
+                    tracing::info!(
+                        job = %job.name,
+                        seconds = started.elapsed().as_secs_f64(),
+                        ended_at = graph_started.elapsed().as_secs_f64(),
+                        ok = r.is_ok(),
+                        "load job done"
+                    );
+                    (i, conn, pid, r)
+                });
+            }
+        }
+        let Some((i, conn, pid, r)) = running.next().await else {
+            break;
+        };
+        busy_pids.retain(|&(j, _)| j != i);
+        match r {
+            Ok(rows) if failure.is_none() => {
+                results[i] = rows;
+                finished += 1;
+                idle.push((conn, pid));
+                if let Err(e) = on_done(i, rows) {
+                    failure = Some(e);
+                } else {
+                    for &d in &dependents[i] {
+                        waiting[d] -= 1;
+                        if waiting[d] == 0 {
+                            ready.push(d);
+                        }
+                    }
+                }
+            }
+            Ok(_) => {
+                let _ = conn.close().await;
+            }
+            Err(e) => {
+                // A failed COPY can leave its connection out of step: never reuse it.
+                drop(conn);
+                if failure.is_none() {
+                    failure = Some(e);
+                }
+            }
+        }
+        if failure.is_some() && !cancelled && !busy_pids.is_empty() {
+            cancelled = true;
+            cancel_backends(opts, &busy_pids).await;
+        }
+    }
+    for (conn, _) in idle {
+        let _ = conn.close().await;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    assert_eq!(finished, n, "every job ran: the dependency graph has no cycle");
+    Ok(results)
+}
+
+async fn cancel_backends(opts: &PgConnectOptions, busy: &[(usize, i32)]) {
+    let pids: Vec<i32> = busy.iter().map(|&(_, p)| p).collect();
+    match open(opts).await {
+        Ok(mut c) => {
+            let r = sqlx::query("SELECT pg_cancel_backend(p) FROM unnest($1::int[]) AS p")
+                .bind(&pids)
+                .execute(&mut c)
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not cancel the other load statements");
+            }
+            let _ = c.close().await;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not cancel the other load statements"),
+    }
+}
