@@ -349,6 +349,35 @@ async fn a_rerun_of_an_unchanged_source_reuses_the_snapshot_and_a_changed_one_re
 }
 
 #[tokio::test]
+async fn rating_totals_that_do_not_add_up_to_the_ratings_fail_the_load() {
+    let s = setup(fixture::zip()).await;
+    let pool = &s.db.pool;
+    let run = reelflow::pipeline::run_period(&s.cfg, pool, "2026-09".parse().unwrap(), false)
+        .await
+        .unwrap();
+    assert!(run.succeeded(), "{}", run.failure());
+    let clean_dir = s.cfg.artifacts_dir.join("movies_monthly/2026-09/clean");
+    let path = clean_dir.join("ratings_per_movie.tsv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut fields: Vec<&str> = text.lines().next().unwrap().split('\t').collect();
+    let more = (fields[1].parse::<i64>().unwrap() + 1).to_string();
+    fields[1] = &more;
+    let first = fields.join("\t");
+    let rest: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(
+        &path,
+        format!("{first}\n{}", rest.iter().map(|l| format!("{l}\n")).collect::<String>()),
+    )
+    .unwrap();
+    let err = reelflow_load::load_snapshot(pool, &clean_dir, "movies_monthly", "2026-09", None, &Default::default())
+        .await
+        .expect_err("totals that do not add up must fail the load");
+    let task_err: reelflow_dag::TaskError = err.into();
+    assert!(!task_err.is_retryable(), "{task_err}");
+    assert!(task_err.message.contains("ratings_per_movie adds up to"), "{task_err}");
+}
+
+#[tokio::test]
 async fn failed_load_leaves_published_snapshot_and_no_half_built_schema() {
     let s = setup(fixture::zip()).await;
     let pool = &s.db.pool;
@@ -421,6 +450,73 @@ async fn real_sample_files_load_and_reports_agree_with_an_independent_sql_comput
         .await
         .unwrap();
     assert_eq!(ratings, 100_004);
+    assert!(movie_ratings_match_the_ratings_table(pool).await >= 1_000);
+}
+
+/// `movie_ratings` (built from the clean stage's totals) against the same report computed
+/// from the loaded `ratings` table; returns the number of rows compared.
+async fn movie_ratings_match_the_ratings_table(pool: &PgPool) -> usize {
+    let direct = rows(
+        pool,
+        "SELECT m.id AS movie_id, count(*)::bigint AS ratings, avg(r.rating)::double precision AS avg_rating
+         FROM movies.ratings r JOIN movies.links l ON l.movie_id = r.movie_id JOIN movies.movies m ON m.id = l.tmdb_id
+         GROUP BY m.id ORDER BY m.id",
+    )
+    .await;
+    let report = rows(pool, "SELECT * FROM movies.movie_ratings ORDER BY movie_id").await;
+    assert_eq!(
+        report, direct,
+        "movie_ratings differs from a direct aggregate of ratings"
+    );
+    let totals: i64 = sqlx::query_scalar("SELECT sum(ratings)::bigint FROM movies.ratings_per_movie")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let loaded: i64 = sqlx::query_scalar("SELECT count(*) FROM movies.ratings")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(totals, loaded);
+    report.len()
+}
+
+#[tokio::test]
+async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_table() {
+    // Values of every shape the cleaner accepts, unparsable and empty ratings (rows that count
+    // but have no value), a movie whose only rating has no value, a rejected duplicate.
+    let ratings = "userId,movieId,rating,timestamp\n\
+        1,1,3.7,1\n1,2,4,2\n1,4,,3\n1,4,5.0,4\n\
+        2,1,0.1,5\n2,2,2.25,6\n2,4,x,7\n\
+        3,1,1e0,8\n3,2,4.50,9\n3,4, 2.5,10\n3,9,3.5,11\n\
+        4,2,-0.5,12\n4,3,,13\n";
+    let entries: Vec<(&str, Vec<u8>)> = fixture::entries()
+        .into_iter()
+        .map(|(name, data)| {
+            if name == "ratings.csv" {
+                (name, ratings.as_bytes().to_vec())
+            } else {
+                (name, data)
+            }
+        })
+        .collect();
+    let s = setup(fixture::zip_bytes(&entries)).await;
+    let pool = &s.db.pool;
+    let report = reelflow::pipeline::run_period(&s.cfg, pool, "2026-08".parse().unwrap(), false)
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{}", report.failure());
+    assert!(movie_ratings_match_the_ratings_table(pool).await >= 2);
+    let per_movie = rows(pool, "SELECT * FROM movies.ratings_per_movie ORDER BY movie_id").await;
+    assert_eq!(
+        per_movie[0], r#"{"movie_id":1,"ratings":3,"rated":3,"rating_sum":4.800000049173832}"#,
+        "3.7f32 + 0.1f32 + 1.0 in double precision"
+    );
+    assert!(
+        per_movie
+            .iter()
+            .any(|r| r.contains(r#""movie_id":3,"ratings":1,"rated":0,"rating_sum":0"#)),
+        "{per_movie:?}"
+    );
 }
 
 /// Runs the engine on one run until it is finished.

@@ -1,7 +1,8 @@
 //! The cleaning pipeline: zip entries -> CSV records -> checked rows in COPY text format,
 //! plus rejects with reasons and a manifest.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
@@ -290,7 +291,7 @@ fn clean_into(
     // cleans them (most of the bytes: ratings.csv) while this one cleans the movie files. It
     // owns its four tables and a rejects file of its own, appended after this thread's rejects
     // at the end: the output is the same as one thread's, byte for byte.
-    const SECOND: [T; 4] = [T::Links, T::LinksSmall, T::Ratings, T::RatingsSmall];
+    const SECOND: [T; 5] = [T::Links, T::LinksSmall, T::Ratings, T::RatingsSmall, T::RatingsPerMovie];
     const SECOND_REJECTS: &str = ".rejects.second.tsv";
     let mut second = Sinks {
         tables: SECOND
@@ -430,7 +431,8 @@ fn clean_movie_files(
 }
 
 /// links, links_small, ratings and ratings_small, from an archive reader of their own, into
-/// `sinks` whose tables are those four, in that order. Finishes (flushes and syncs) them.
+/// `sinks` whose tables are those four and ratings_per_movie, in that order. Finishes
+/// (flushes and syncs) them.
 fn clean_links_and_ratings(
     zip_path: &Path,
     limit: u64,
@@ -455,18 +457,21 @@ fn clean_links_and_ratings(
         })?;
         files.insert(entry.to_string(), stats);
     }
+    let mut totals = RatingTotals::default();
     for (entry, k) in [("ratings.csv", 2), ("ratings_small.csv", 3)] {
         let mut state = RatingsState::new();
         let mut seen = 0u64;
+        let main = entry == "ratings.csv";
         let stats = process(&env, &mut archive, sinks, entry, RATINGS_COLS, false, |row, t, u| {
             seen += 1;
-            if seen == 2 && entry == "ratings.csv" {
+            if seen == 2 && main {
                 reelflow_dag::failpoint("clean.mid_ratings");
             }
-            ratings_record(row, &mut t[k], u, &mut state)
+            ratings_record(row, &mut t[k], u, &mut state, main.then_some(&mut totals))
         })?;
         files.insert(entry.to_string(), stats);
     }
+    write_totals(&totals, &mut sinks.tables[4])?;
     for w in &mut sinks.tables {
         w.finish().map_err(|e| CleanError::io(w.path(), e))?;
     }
@@ -1411,12 +1416,17 @@ impl RatingsState {
     }
 }
 
+/// Per MovieLens id: (rows, rows with a rating, sum of the ratings as PostgreSQL sums a
+/// `real` column in double precision).
+type RatingTotals = HashMap<i64, (u64, u64, f64), BuildHasherDefault<IdHasher>>;
+
 #[inline]
 fn ratings_record(
     row: &Row<'_>,
     w: &mut CopyWriter,
     u: &mut [u64],
     state: &mut RatingsState,
+    totals: Option<&mut RatingTotals>,
 ) -> Result<Option<RejectReason>, CleanError> {
     let (Some(user), Some(movie)) = (parse_positive_id(row.get(R_USER)), parse_positive_id(row.get(R_MOVIE))) else {
         return Ok(Some(RejectReason::BadKey));
@@ -1424,10 +1434,54 @@ fn ratings_record(
     if !state.insert(user, movie) {
         return Ok(Some(RejectReason::DuplicateKey));
     }
+    let rating = row.get(R_RATING);
     w.raw(row.get(R_USER));
     w.raw(row.get(R_MOVIE));
-    checked(w, row.get(R_RATING), u, R_RATING, is_f32);
+    checked(w, rating, u, R_RATING, is_f32);
     bigint(w, row.get(R_TIME), u, R_TIME, false);
     end(w)?;
+    if let Some(totals) = totals {
+        let t = totals.entry(movie).or_insert((0, 0, 0.0));
+        t.0 += 1;
+        // The value PostgreSQL stores: the text rounded to the nearest `real`, as checked above.
+        if !rating.is_empty() && is_f32(rating) {
+            t.1 += 1;
+            t.2 += f64::from(real_value(rating));
+        }
+    }
     Ok(None)
+}
+
+/// The `real` nearest to a decimal that [`is_f32`] accepted. `D.D` (every MovieLens rating)
+/// is one correctly rounded division of two exact values; anything else goes through the
+/// standard library's correctly rounded parser, like PostgreSQL's `float4in`.
+#[inline]
+fn real_value(b: &[u8]) -> f32 {
+    match *b {
+        [d] if d.is_ascii_digit() => f32::from(d - b'0'),
+        [d, b'.', e] if d.is_ascii_digit() && e.is_ascii_digit() => f32::from((d - b'0') * 10 + (e - b'0')) / 10.0,
+        _ => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.trim().parse::<f32>().ok())
+            .unwrap_or(f32::NAN),
+    }
+}
+
+/// Writes the totals sorted by MovieLens id (the same bytes for the same input).
+fn write_totals(totals: &RatingTotals, w: &mut CopyWriter) -> Result<(), CleanError> {
+    let mut ids: Vec<i64> = totals.keys().copied().collect();
+    ids.sort_unstable();
+    let mut text = String::new();
+    for id in ids {
+        let (rows, rated, sum) = totals[&id];
+        w.int(id);
+        w.int(rows as i64);
+        w.int(rated as i64);
+        text.clear();
+        // Shortest text that reads back as the same double.
+        write!(text, "{sum:?}").expect("formatting into a String");
+        w.raw(text.as_bytes());
+        end(w)?;
+    }
+    Ok(())
 }

@@ -260,6 +260,21 @@ pub static TABLES: &[TableDef] = &[
         foreign_keys: &[],
         indexes: &[&["movie_id"]],
     },
+    // Totals of `ratings` per MovieLens id, summed by the clean stage from exactly the rows it
+    // writes to `ratings` (one pass, nothing parsed twice); the `movie_ratings` report is built
+    // from them, and the load checks that they add up to the rows of `ratings`.
+    TableDef {
+        name: "ratings_per_movie",
+        columns: &[
+            key("movie_id", "bigint"),
+            key("ratings", "bigint"),
+            key("rated", "bigint"),
+            key("rating_sum", "double precision"),
+        ],
+        primary_key: &["movie_id"],
+        foreign_keys: &[],
+        indexes: &[],
+    },
 ];
 
 /// Looks a table up by name in [`TABLES`].
@@ -289,6 +304,7 @@ pub(crate) enum T {
     LinksSmall,
     Ratings,
     RatingsSmall,
+    RatingsPerMovie,
 }
 
 #[cfg(test)]
@@ -317,6 +333,7 @@ mod tests {
             (T::LinksSmall, "links_small"),
             (T::Ratings, "ratings"),
             (T::RatingsSmall, "ratings_small"),
+            (T::RatingsPerMovie, "ratings_per_movie"),
         ];
         assert_eq!(named.len(), TABLES.len());
         for (t, name) in named {

@@ -35,6 +35,10 @@ pub(crate) struct Job {
     pub after: Vec<usize>,
     /// Relative cost; the heaviest ready job starts first.
     pub weight: u64,
+    /// Runs alone among exclusive jobs: PostgreSQL already spreads it over parallel workers
+    /// (an index build or aggregate over a big table), and two of them at once only fight over
+    /// the same cores and memory.
+    pub exclusive: bool,
 }
 
 impl Job {
@@ -44,7 +48,13 @@ impl Job {
             work: Work::Sql(statements),
             after,
             weight,
+            exclusive: false,
         }
+    }
+
+    pub fn exclusive(mut self, yes: bool) -> Job {
+        self.exclusive = yes;
+        self
     }
 }
 
@@ -120,11 +130,15 @@ pub(crate) async fn run(
 
     loop {
         if failure.is_none() {
-            while !idle.is_empty() && !ready.is_empty() {
+            while !idle.is_empty() {
                 // Heaviest first; ties by definition order, so runs are repeatable.
-                let k = (0..ready.len())
+                let exclusive_busy = busy_pids.iter().any(|&(j, _)| jobs[j].exclusive);
+                let Some(k) = (0..ready.len())
+                    .filter(|&k| !(exclusive_busy && jobs[ready[k]].exclusive))
                     .max_by_key(|&k| (jobs[ready[k]].weight, std::cmp::Reverse(ready[k])))
-                    .expect("non-empty");
+                else {
+                    break;
+                };
                 let i = ready.swap_remove(k);
                 let (mut conn, pid) = idle.pop().expect("non-empty");
                 busy_pids.push((i, pid));

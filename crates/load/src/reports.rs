@@ -112,19 +112,17 @@ FROM {s}.genre_yearly WHERE popularity_rank = 1"#,
     },
     Report {
         name: "movie_ratings",
+        // From the clean stage's totals per MovieLens id (checked against `ratings` at load):
+        // the same as joining the 26 M ratings, in a fraction of the time. The mean is over
+        // the ratings with a value, as avg() is.
         sql: r#"CREATE TABLE {s}.movie_ratings AS
-WITH per_link AS (
-    -- 26 M ratings fold into one row per MovieLens id before any join.
-    SELECT movie_id, count(*) AS n, sum(rating::double precision) AS total
-    FROM {s}.ratings GROUP BY movie_id
-)
-SELECT m.id AS movie_id, sum(p.n)::bigint AS ratings,
-       sum(p.total) / sum(p.n)::double precision AS avg_rating
-FROM per_link p
+SELECT m.id AS movie_id, sum(p.ratings)::bigint AS ratings,
+       sum(p.rating_sum) / nullif(sum(p.rated), 0)::double precision AS avg_rating
+FROM {s}.ratings_per_movie p
 JOIN {s}.links l ON l.movie_id = p.movie_id
 JOIN {s}.movies m ON m.id = l.tmdb_id
 GROUP BY m.id"#,
-        reads: &["ratings", "links", "movies"],
+        reads: &["ratings_per_movie", "links", "movies"],
         indexes: &["ALTER TABLE {s}.movie_ratings ADD PRIMARY KEY (movie_id)"],
     },
 ];

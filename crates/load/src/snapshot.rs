@@ -343,7 +343,10 @@ pub async fn load_snapshot(
         serde_json::from_str(&text).map_err(|e| LoadError::BadInput(format!("{}: {e}", manifest_path.display())))?;
     for t in TABLES {
         if !manifest.tables.contains_key(t.name) {
-            return Err(LoadError::BadInput(format!("manifest has no table {}", t.name)));
+            return Err(LoadError::BadInput(format!(
+                "manifest has no table {}: another reelflow version cleaned it; retry the clean task",
+                t.name
+            )));
         }
     }
 
@@ -488,9 +491,14 @@ async fn build(
             work: Work::Copy { create, copy, path },
             after: vec![],
             weight: size,
+            exclusive: false,
         });
     }
     let copies = jobs.len();
+    // A table with a quarter of the bytes or more (ratings) is big enough for PostgreSQL to
+    // build its indexes and aggregates with parallel workers: those jobs run one at a time.
+    let total_bytes: u64 = size_of.values().sum();
+    let big = |name: &str| size_of.get(name).is_some_and(|&b| b >= total_bytes / 4);
     // Keys and indexes: each as soon as its table is loaded. A secondary index sorts rows in
     // random order, so it weighs a little more than the primary key of the same table.
     for t in TABLES {
@@ -502,7 +510,7 @@ async fn build(
                 size_of[t.name] + size_of[t.name] / 4
             };
             keys_of.entry(t.name).or_default().push(jobs.len());
-            jobs.push(Job::sql(sql.clone(), vec![sql], vec![copy_of[t.name]], weight));
+            jobs.push(Job::sql(sql.clone(), vec![sql], vec![copy_of[t.name]], weight).exclusive(big(t.name)));
         }
     }
     jobs.push(Job::sql(
@@ -558,23 +566,43 @@ async fn build(
         after,
         0,
     ));
+    // The clean stage's per-movie totals must add up to the ratings loaded.
+    let n = manifest.tables["ratings"].rows;
+    let totals = format!(
+        "(SELECT coalesce(sum(ratings), 0) FROM {}.ratings_per_movie)",
+        q(schema)
+    );
+    let check_totals = jobs.len();
+    jobs.push(Job::sql(
+        "check ratings_per_movie",
+        vec![format!(
+            "DO $$ BEGIN IF {totals} <> {n} THEN RAISE EXCEPTION 'ratings_per_movie adds up to % ratings, but ratings has {n} rows', {totals}; END IF; END $$"
+        )],
+        vec![copy_of["ratings_per_movie"], copy_of["ratings"]],
+        0,
+    ));
     let mut report_job: BTreeMap<&str, usize> = BTreeMap::new();
     for r in REPORTS {
         let mut after = vec![analyze_job];
+        if r.reads.contains(&"ratings_per_movie") {
+            after.push(check_totals);
+        }
         let mut weight = 0;
+        let mut exclusive = false;
         for n in r.reads {
             if let Some(&j) = report_job.get(n) {
                 after.push(j);
             } else if *n == "ratings" {
                 after.push(copy_of[n]);
                 weight = size_of[n] / 2;
+                exclusive = big(n);
             }
         }
         let mut statements = vec![sub(r.sql, schema)];
         statements.extend(r.indexes.iter().map(|i| sub(i, schema)));
         statements.push(format!("ANALYZE {}.{}", q(schema), q(r.name)));
         report_job.insert(r.name, jobs.len());
-        jobs.push(Job::sql(format!("report {}", r.name), statements, after, weight));
+        jobs.push(Job::sql(format!("report {}", r.name), statements, after, weight).exclusive(exclusive));
     }
 
     let session: Vec<String> = Some(&cfg.maintenance_work_mem)
