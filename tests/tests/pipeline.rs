@@ -484,11 +484,18 @@ async fn movie_ratings_match_the_ratings_table(pool: &PgPool) -> usize {
 async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_table() {
     // Values of every shape the cleaner accepts, unparsable and empty ratings (rows that count
     // but have no value), a movie whose only rating has no value, a rejected duplicate.
-    let ratings = "userId,movieId,rating,timestamp\n\
+    let mut ratings = "userId,movieId,rating,timestamp\n\
         1,1,3.7,1\n1,2,4,2\n1,4,,3\n1,4,5.0,4\n\
         2,1,0.1,5\n2,2,2.25,6\n2,4,x,7\n\
         3,1,1e0,8\n3,2,4.50,9\n3,4, 2.5,10\n3,9,3.5,11\n\
-        4,2,-0.5,12\n4,3,,13\n";
+        4,2,-0.5,12\n4,3,,13\n"
+        .to_string();
+    // Enough rows for ratings to be the biggest table, loaded in parts (see below).
+    for user in 10..3000 {
+        for (movie, rating) in [(1, "4.5"), (2, "3.0"), (4, "0.5")] {
+            ratings += &format!("{user},{movie},{rating},{user}\n");
+        }
+    }
     let entries: Vec<(&str, Vec<u8>)> = fixture::entries()
         .into_iter()
         .map(|(name, data)| {
@@ -499,12 +506,19 @@ async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_t
             }
         })
         .collect();
-    let s = setup(fixture::zip_bytes(&entries)).await;
+    let mut s = setup(fixture::zip_bytes(&entries)).await;
+    // The ratings table is COPYed over both connections, in two parts.
+    s.cfg.load.split_copy_min_bytes = 0;
     let pool = &s.db.pool;
     let report = reelflow::pipeline::run_period(&s.cfg, pool, "2026-08".parse().unwrap(), false)
         .await
         .unwrap();
     assert!(report.succeeded(), "{}", report.failure());
+    assert_eq!(
+        report.outputs["load"]["rows"]["ratings"],
+        12 + 2990 * 3,
+        "one duplicate rejected"
+    );
     assert!(movie_ratings_match_the_ratings_table(pool).await >= 2);
     let per_movie = rows(pool, "SELECT * FROM movies.ratings_per_movie ORDER BY movie_id").await;
     assert_eq!(
@@ -641,4 +655,33 @@ async fn a_backfilled_older_period_does_not_replace_the_newer_published_one() {
         .await
         .unwrap();
     assert_eq!(n, 8);
+    // A publish retried after its result was lost (worker killed after the commit) gives the
+    // same outcome and changes nothing.
+    let again = reelflow_load::publish(pool, 2, 2).await.expect("publishing again");
+    assert!(!again.current);
+    assert_eq!(again.snapshot_id, 2);
+    let after: Vec<(String, String)> = sqlx::query_as("SELECT period, state FROM reelflow.snapshots ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(after, shown);
+    // But once a later snapshot of the period replaced it, it is not published again.
+    let mut cfg = s.cfg.clone();
+    cfg.load.reuse_unchanged = false;
+    let rerun = reelflow::pipeline::run_period(&cfg, pool, "2026-09".parse().unwrap(), true)
+        .await
+        .unwrap();
+    assert!(rerun.succeeded(), "{}", rerun.failure());
+    assert_eq!(rerun.outputs["publish"]["snapshot_id"], 3);
+    let err = reelflow_load::publish(pool, 2, 2)
+        .await
+        .expect_err("a replaced snapshot");
+    assert!(err.to_string().contains("it is retired"), "{err}");
+    // Dropped by retention after its publish: a lost publish result repeats as done.
+    sqlx::query("UPDATE reelflow.snapshots SET state = 'dropped', dropped_at = now() WHERE id = 3")
+        .execute(pool)
+        .await
+        .unwrap();
+    let again = reelflow_load::publish(pool, 3, 2).await.expect("publishing again");
+    assert!(!again.current);
 }

@@ -16,11 +16,13 @@ use crate::snapshot::{copy_file, open, LoadError};
 /// What a job does.
 #[derive(Debug, Clone)]
 pub(crate) enum Work {
-    /// `create` then COPY `path` in one transaction; yields the rows copied.
+    /// `create` (if any) then COPY the bytes `range` of `path` (all of it when `None`) in one
+    /// transaction; yields the rows copied.
     Copy {
-        create: String,
+        create: Option<String>,
         copy: String,
         path: PathBuf,
+        range: Option<(u64, u64)>,
     },
     /// Statements run in order, each in its own implicit transaction.
     Sql(Vec<String>),
@@ -64,7 +66,12 @@ pub(crate) type OnDone<'a> = dyn FnMut(usize, u64) -> Result<(), LoadError> + Se
 
 async fn run_job(conn: &mut PgConnection, job: &Job) -> Result<u64, LoadError> {
     match &job.work {
-        Work::Copy { create, copy, path } => copy_file(conn, create, copy, path).await,
+        Work::Copy {
+            create,
+            copy,
+            path,
+            range,
+        } => copy_file(conn, create.as_deref(), copy, path, *range).await,
         Work::Sql(statements) => {
             for sql in statements {
                 sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))

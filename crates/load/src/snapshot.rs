@@ -28,6 +28,9 @@ pub struct LoadConfig {
     pub maintenance_work_mem: String,
     /// Reuse the period's snapshot when the source's SHA-256 and the build are unchanged.
     pub reuse_unchanged: bool,
+    /// A table with a quarter of the clean output or more whose file is at least this big is
+    /// COPYed in `parallelism` parts at once.
+    pub split_copy_min_bytes: u64,
 }
 
 impl Default for LoadConfig {
@@ -37,6 +40,7 @@ impl Default for LoadConfig {
             keep_previous: 2,
             maintenance_work_mem: "1GB".into(),
             reuse_unchanged: true,
+            split_copy_min_bytes: 64 << 20,
         }
     }
 }
@@ -228,23 +232,34 @@ pub fn fk_sql(schema: &str, t: &TableDef) -> Vec<String> {
         .collect()
 }
 
-/// Streams one COPY text file into `schema.table` inside the transaction that creates the
-/// table (so PostgreSQL with `wal_level=minimal` can skip WAL for it). Returns rows copied.
+/// Streams one COPY text file, or the byte range `range` of it, into `schema.table`; with
+/// `create`, inside the transaction that creates the table (so PostgreSQL with
+/// `wal_level=minimal` can skip WAL for it). Returns rows copied.
 pub(crate) async fn copy_file(
     conn: &mut PgConnection,
-    create: &str,
+    create: Option<&str>,
     copy: &str,
     path: &Path,
+    range: Option<(u64, u64)>,
 ) -> Result<u64, LoadError> {
-    let mut file = tokio::fs::File::open(path).await.map_err(|source| LoadError::Io {
+    let io = |source| LoadError::Io {
         path: path.into(),
         source,
-    })?;
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let mut left = u64::MAX;
+    if let Some((start, end)) = range {
+        use tokio::io::AsyncSeekExt;
+        file.seek(std::io::SeekFrom::Start(start)).await.map_err(io)?;
+        left = end - start;
+    }
     let mut tx = conn.begin().await.map_err(LoadError::db("starting a transaction"))?;
-    sqlx::query(sqlx::AssertSqlSafe(create))
-        .execute(&mut *tx)
-        .await
-        .map_err(LoadError::db(format!("running {create}")))?;
+    if let Some(create) = create {
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut *tx)
+            .await
+            .map_err(LoadError::db(format!("running {create}")))?;
+    }
     let mut sink = tx
         .copy_in_raw(copy)
         .await
@@ -257,7 +272,8 @@ pub(crate) async fn copy_file(
             let mb = sent as f64 / 1e6;
             tracing::info!(file = %path.display(), mb_sent = mb as u64, mb_per_sec = (mb / started.elapsed().as_secs_f64()) as u64, "copying");
         }
-        let n = match file.read(&mut buf).await {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match file.read(&mut buf[..want]).await {
             Ok(n) => n,
             Err(source) => {
                 let _ = sink.abort("reelflow could not read its input file").await;
@@ -270,6 +286,7 @@ pub(crate) async fn copy_file(
         if n == 0 {
             break;
         }
+        left -= n as u64;
         sent += n as u64;
         sink.send(&buf[..n])
             .await
@@ -282,6 +299,38 @@ pub(crate) async fn copy_file(
     tx.commit().await.map_err(LoadError::db("committing a COPY"))?;
     reelflow_dag::failpoint("load.mid_copy");
     Ok(rows)
+}
+
+/// Offsets that cut a COPY text file into `parts` ranges of whole rows: a row ends at a raw
+/// `\n` (one inside a value is written `\\n`).
+fn row_bounds(path: &Path, size: u64, parts: usize) -> Result<Vec<u64>, LoadError> {
+    use std::io::{Read, Seek};
+    let io = |source| LoadError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut bounds = vec![0u64];
+    let mut buf = vec![0u8; 64 << 10];
+    for k in 1..parts {
+        let mut pos = (size * k as u64 / parts as u64).max(*bounds.last().expect("non-empty"));
+        f.seek(std::io::SeekFrom::Start(pos)).map_err(io)?;
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                pos = size;
+                break;
+            }
+            if let Some(at) = buf[..n].iter().position(|&b| b == b'\n') {
+                pos += at as u64 + 1;
+                break;
+            }
+            pos += n as u64;
+        }
+        bounds.push(pos);
+    }
+    bounds.push(size);
+    Ok(bounds)
 }
 
 fn snapshot_schema(id: i64) -> String {
@@ -447,7 +496,10 @@ async fn build(
 
     // Everything else is a graph of jobs over `parallelism` connections (see `graph`).
     let mut jobs: Vec<Job> = Vec::new();
-    let mut copy_of: BTreeMap<&str, usize> = BTreeMap::new();
+    // Per table: the jobs that must all end before it is loaded.
+    let mut copy_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // COPY job -> the table it fills (several jobs for a table loaded in parts).
+    let mut copy_table: BTreeMap<usize, &str> = BTreeMap::new();
     let mut keys_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut size_of: BTreeMap<&str, u64> = BTreeMap::new();
     let rejects_table = TableDef {
@@ -457,20 +509,13 @@ async fn build(
         foreign_keys: &[],
         indexes: &[],
     };
-    for t in TABLES.iter().chain([&rejects_table]) {
-        let (path, create) = if t.name == "rejects" {
-            (
-                clean_dir.join(&manifest.rejects.file),
-                format!(
-                    "CREATE TABLE {}.rejects (file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, raw text)",
-                    q(schema)
-                ),
-            )
+    let all_tables: Vec<&TableDef> = TABLES.iter().chain([&rejects_table]).collect();
+    let mut files: BTreeMap<&str, PathBuf> = BTreeMap::new();
+    for t in &all_tables {
+        let path = if t.name == "rejects" {
+            clean_dir.join(&manifest.rejects.file)
         } else {
-            (
-                clean_dir.join(&manifest.tables[t.name].file),
-                create_table_sql(schema, t),
-            )
+            clean_dir.join(&manifest.tables[t.name].file)
         };
         let size = std::fs::metadata(&path)
             .map_err(|source| LoadError::Io {
@@ -478,27 +523,77 @@ async fn build(
                 source,
             })?
             .len();
+        size_of.insert(t.name, size);
+        files.insert(t.name, path);
+    }
+    // A table with a quarter of the bytes or more (ratings) is big enough for PostgreSQL to
+    // build its indexes and aggregates with parallel workers: those jobs run one at a time.
+    // Its COPY is split over the connections instead of being the one long stream everything
+    // else waits for (the parts are WAL-logged: they cannot share the creating transaction).
+    let total_bytes: u64 = size_of.values().sum();
+    let big = |name: &str| size_of.get(name).is_some_and(|&b| b >= total_bytes / 4);
+    for t in &all_tables {
+        let path = files[t.name].clone();
+        let size = size_of[t.name];
+        let create = if t.name == "rejects" {
+            format!(
+                "CREATE TABLE {}.rejects (file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, raw text)",
+                q(schema)
+            )
+        } else {
+            create_table_sql(schema, t)
+        };
         let copy = if t.name == "rejects" {
             format!("COPY {}.rejects (file, line, reason, raw) FROM STDIN", q(schema))
         } else {
             let cols = t.columns.iter().map(|c| q(c.name)).collect::<Vec<_>>().join(", ");
             format!("COPY {}.{} ({cols}) FROM STDIN", q(schema), q(t.name))
         };
-        copy_of.insert(t.name, jobs.len());
-        size_of.insert(t.name, size);
-        jobs.push(Job {
-            name: format!("COPY {}", t.name),
-            work: Work::Copy { create, copy, path },
-            after: vec![],
-            weight: size,
-            exclusive: false,
-        });
+        let parts = if big(t.name) && size >= cfg.split_copy_min_bytes {
+            cfg.parallelism.max(1)
+        } else {
+            1
+        };
+        if parts == 1 {
+            copy_of.entry(t.name).or_default().push(jobs.len());
+            copy_table.insert(jobs.len(), t.name);
+            jobs.push(Job {
+                name: format!("COPY {}", t.name),
+                work: Work::Copy {
+                    create: Some(create),
+                    copy,
+                    path,
+                    range: None,
+                },
+                after: vec![],
+                weight: size,
+                exclusive: false,
+            });
+            continue;
+        }
+        let created = jobs.len();
+        jobs.push(Job::sql(format!("create {}", t.name), vec![create], vec![], size));
+        let bounds = row_bounds(&path, size, parts)?;
+        for (k, w) in bounds.windows(2).enumerate() {
+            copy_of.entry(t.name).or_default().push(jobs.len());
+            copy_table.insert(jobs.len(), t.name);
+            jobs.push(Job {
+                name: format!("COPY {} part {}/{}", t.name, k + 1, parts),
+                work: Work::Copy {
+                    create: None,
+                    copy: copy.clone(),
+                    path: path.clone(),
+                    range: Some((w[0], w[1])),
+                },
+                after: vec![created],
+                weight: w[1] - w[0],
+                exclusive: false,
+            });
+        }
     }
-    let copies = jobs.len();
-    // A table with a quarter of the bytes or more (ratings) is big enough for PostgreSQL to
-    // build its indexes and aggregates with parallel workers: those jobs run one at a time.
-    let total_bytes: u64 = size_of.values().sum();
-    let big = |name: &str| size_of.get(name).is_some_and(|&b| b >= total_bytes / 4);
+    let mut parts_left: BTreeMap<&str, usize> = copy_of.iter().map(|(t, v)| (*t, v.len())).collect();
+    let mut rows_of: BTreeMap<&str, u64> = BTreeMap::new();
+    let keys_start = jobs.len();
     // Keys and indexes: each as soon as its table is loaded. A secondary index sorts rows in
     // random order, so it weighs a little more than the primary key of the same table.
     for t in TABLES {
@@ -510,18 +605,18 @@ async fn build(
                 size_of[t.name] + size_of[t.name] / 4
             };
             keys_of.entry(t.name).or_default().push(jobs.len());
-            jobs.push(Job::sql(sql.clone(), vec![sql], vec![copy_of[t.name]], weight).exclusive(big(t.name)));
+            jobs.push(Job::sql(sql.clone(), vec![sql], copy_of[t.name].clone(), weight).exclusive(big(t.name)));
         }
     }
     jobs.push(Job::sql(
         "index rejects",
         vec![format!("CREATE INDEX ON {}.rejects (file, reason)", q(schema))],
-        vec![copy_of["rejects"]],
+        copy_of["rejects"].clone(),
         size_of["rejects"],
     ));
     let keyed = |names: &mut dyn Iterator<Item = &str>| -> Vec<usize> {
         let mut v: Vec<usize> = names
-            .flat_map(|n| keys_of.get(n).cloned().unwrap_or_else(|| vec![copy_of[n]]))
+            .flat_map(|n| keys_of.get(n).cloned().unwrap_or_else(|| copy_of[n].clone()))
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -578,7 +673,7 @@ async fn build(
         vec![format!(
             "DO $$ BEGIN IF {totals} <> {n} THEN RAISE EXCEPTION 'ratings_per_movie adds up to % ratings, but ratings has {n} rows', {totals}; END IF; END $$"
         )],
-        vec![copy_of["ratings_per_movie"], copy_of["ratings"]],
+        [&copy_of["ratings_per_movie"], &copy_of["ratings"]].into_iter().flatten().copied().collect(),
         0,
     ));
     let mut report_job: BTreeMap<&str, usize> = BTreeMap::new();
@@ -593,7 +688,7 @@ async fn build(
             if let Some(&j) = report_job.get(n) {
                 after.push(j);
             } else if *n == "ratings" {
-                after.push(copy_of[n]);
+                after.extend(&copy_of[n]);
                 weight = size_of[n] / 2;
                 exclusive = big(n);
             }
@@ -611,16 +706,22 @@ async fn build(
         .into_iter()
         .collect();
     let started = Instant::now();
-    let (mut copies_left, mut keys_left) = (copies, keys_end - copies);
+    let (mut copies_left, mut keys_left) = (copy_of.len(), keys_end - keys_start);
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
     let mut on_done = |i: usize, n: u64| -> Result<(), LoadError> {
-        if i < copies {
+        if let Some(&name) = copy_table.get(&i) {
+            *rows_of.entry(name).or_default() += n;
+            let left = parts_left.get_mut(name).expect("a table of the graph");
+            *left -= 1;
+            if *left > 0 {
+                return Ok(());
+            }
             // Validation: every table holds exactly what the clean stage counted.
-            let name = if i < TABLES.len() { TABLES[i].name } else { "rejects" };
-            let expected = if i < TABLES.len() {
-                manifest.tables[name].rows
-            } else {
+            let n = rows_of[name];
+            let expected = if name == "rejects" {
                 manifest.rejects.rows
+            } else {
+                manifest.tables[name].rows
             };
             if n != expected {
                 return Err(LoadError::Validation {
@@ -634,7 +735,7 @@ async fn build(
                 tracing::info!(schema, seconds = started.elapsed().as_secs_f64(), "COPY done");
                 reelflow_dag::failpoint("load.after_copy");
             }
-        } else if i < keys_end {
+        } else if (keys_start..keys_end).contains(&i) {
             keys_left -= 1;
             if keys_left == 0 {
                 tracing::info!(
@@ -754,6 +855,32 @@ pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> R
             dropped: vec![],
             current: true,
         });
+    }
+    if state != "ready" {
+        // Published before and that publish's result was lost (the worker died before
+        // recording it): it was kept as an older period's snapshot (a backfill), and may have
+        // been retired, rolled back or dropped by retention since. The publish happened; do not
+        // undo what came after it. Only if no later snapshot of the period was published.
+        let repeat: bool = sqlx::query_scalar(
+            "SELECT s.published_at IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM reelflow.snapshots l
+                 WHERE l.dag_id = s.dag_id AND l.period = s.period AND l.id > s.id AND l.published_at IS NOT NULL)
+             FROM reelflow.snapshots s WHERE s.id = $1",
+        )
+        .bind(snapshot_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(LoadError::db("reading the period's snapshots"))?;
+        if repeat {
+            tracing::info!(snapshot_id, state = %state, "published before; nothing to do");
+            return Ok(PublishOutput {
+                snapshot_id,
+                period,
+                replaced: None,
+                dropped: vec![],
+                current: false,
+            });
+        }
     }
     if state != "ready" {
         return Err(LoadError::NotPublishable {
@@ -953,12 +1080,14 @@ pub async fn list_snapshots(pool: &PgPool) -> Result<Vec<SnapshotInfo>, LoadErro
         .collect())
 }
 
-/// A fingerprint of what a load builds: the reelflow version, the manifest format, the table
-/// definitions and the report SQL. Stored with each snapshot.
+/// A fingerprint of what a load builds: the reelflow version, the source of the cleaner and
+/// the loader (hashed by `build.rs`), the manifest format, the table definitions and the report
+/// SQL. Stored with each snapshot.
 pub fn build_id() -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION"));
+    h.update(env!("REELFLOW_LOAD_SOURCE_HASH"));
     h.update(reelflow_clean::MANIFEST_FORMAT.to_le_bytes());
     h.update(format!("{TABLES:?}"));
     h.update(format!("{REPORTS:?}"));
@@ -1134,5 +1263,40 @@ impl Task for PublishTask {
             };
             Ok(serde_json::to_value(out).expect("publish output serialises"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_bounds;
+
+    #[test]
+    fn row_bounds_cut_only_after_raw_newlines_and_cover_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tsv");
+        // Escaped newlines (`\n` as two characters) inside values are not row ends.
+        let mut text = String::new();
+        for i in 0..500 {
+            text += &format!("{i}\tline one\\nline two\\\\n\t\\N\n");
+        }
+        std::fs::write(&path, &text).unwrap();
+        let size = text.len() as u64;
+        for parts in 1..=7 {
+            let b = row_bounds(&path, size, parts).unwrap();
+            assert_eq!(b.len(), parts + 1);
+            assert_eq!((b[0], b[parts]), (0, size));
+            assert!(b.windows(2).all(|w| w[0] <= w[1]), "{b:?}");
+            for &cut in &b[1..parts] {
+                assert_eq!(text.as_bytes()[cut as usize - 1], b'\n', "{parts} parts: {b:?}");
+            }
+            let rows: usize = b
+                .windows(2)
+                .map(|w| text[w[0] as usize..w[1] as usize].matches('\n').count())
+                .sum();
+            assert_eq!(rows, 500);
+        }
+        // One long row: no cut inside it.
+        std::fs::write(&path, "x".repeat(200_000) + "\n").unwrap();
+        assert_eq!(row_bounds(&path, 200_001, 2).unwrap(), [0, 200_001, 200_001]);
     }
 }
