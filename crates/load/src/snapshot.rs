@@ -38,7 +38,7 @@ impl Default for LoadConfig {
         LoadConfig {
             parallelism: 2,
             keep_previous: 2,
-            maintenance_work_mem: "1GB".into(),
+            maintenance_work_mem: "512MB".into(),
             reuse_unchanged: true,
             split_copy_min_bytes: 64 << 20,
         }
