@@ -492,7 +492,8 @@ async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_t
         .to_string();
     // Enough rows for ratings to be the biggest table, loaded in parts (see below).
     for user in 10..3000 {
-        for (movie, rating) in [(1, "4.5"), (2, "3.0"), (4, "0.5")] {
+        // Not movie 1 or 3, whose totals are checked exactly below.
+        for (movie, rating) in [(2, "3.0"), (4, "0.5")] {
             ratings += &format!("{user},{movie},{rating},{user}\n");
         }
     }
@@ -516,7 +517,7 @@ async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_t
     assert!(report.succeeded(), "{}", report.failure());
     assert_eq!(
         report.outputs["load"]["rows"]["ratings"],
-        12 + 2990 * 3,
+        12 + 2990 * 2,
         "one duplicate rejected"
     );
     assert!(movie_ratings_match_the_ratings_table(pool).await >= 2);
