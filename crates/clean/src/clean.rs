@@ -773,14 +773,19 @@ fn bigint(w: &mut CopyWriter, b: &[u8], u: &mut [u64], c: usize, zero_is_null: b
 
 /// A field kept as its source text when `valid` accepts it, else NULL and unparsable.
 #[inline]
-fn checked(w: &mut CopyWriter, b: &[u8], u: &mut [u64], c: usize, valid: fn(&[u8]) -> bool) {
+/// Writes `b` when `valid`, else NULL (counting a non-empty value as unparsable); returns
+/// whether the value was written.
+fn checked(w: &mut CopyWriter, b: &[u8], u: &mut [u64], c: usize, valid: fn(&[u8]) -> bool) -> bool {
     if b.is_empty() {
         w.null();
+        false
     } else if valid(b) {
         w.raw(b);
+        true
     } else {
         u[c] += 1;
         w.null();
+        false
     }
 }
 
@@ -1437,14 +1442,14 @@ fn ratings_record(
     let rating = row.get(R_RATING);
     w.raw(row.get(R_USER));
     w.raw(row.get(R_MOVIE));
-    checked(w, rating, u, R_RATING, is_f32);
+    let rated = checked(w, rating, u, R_RATING, is_f32);
     bigint(w, row.get(R_TIME), u, R_TIME, false);
     end(w)?;
     if let Some(totals) = totals {
         let t = totals.entry(movie).or_insert((0, 0, 0.0));
         t.0 += 1;
-        // The value PostgreSQL stores: the text rounded to the nearest `real`, as checked above.
-        if !rating.is_empty() && is_f32(rating) {
+        // The value PostgreSQL stores: the text rounded to the nearest `real`.
+        if rated {
             t.1 += 1;
             t.2 += f64::from(real_value(rating));
         }

@@ -277,10 +277,7 @@ pub(crate) async fn copy_file(
             Ok(n) => n,
             Err(source) => {
                 let _ = sink.abort("reelflow could not read its input file").await;
-                return Err(LoadError::Io {
-                    path: path.into(),
-                    source,
-                });
+                return Err(io(source));
             }
         };
         if n == 0 {
@@ -299,6 +296,16 @@ pub(crate) async fn copy_file(
     tx.commit().await.map_err(LoadError::db("committing a COPY"))?;
     reelflow_dag::failpoint("load.mid_copy");
     Ok(rows)
+}
+
+/// One file of the clean output and the table it fills.
+struct LoadTarget {
+    name: &'static str,
+    path: PathBuf,
+    create: String,
+    copy: String,
+    /// Rows the clean stage wrote.
+    rows: u64,
 }
 
 /// Offsets that cut a COPY text file into `parts` ranges of whole rows: a row ends at a raw
@@ -502,63 +509,63 @@ async fn build(
     let mut copy_table: BTreeMap<usize, &str> = BTreeMap::new();
     let mut keys_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut size_of: BTreeMap<&str, u64> = BTreeMap::new();
-    let rejects_table = TableDef {
-        name: "rejects",
-        columns: &[],
-        primary_key: &[],
-        foreign_keys: &[],
-        indexes: &[],
-    };
-    let all_tables: Vec<&TableDef> = TABLES.iter().chain([&rejects_table]).collect();
-    let mut files: BTreeMap<&str, PathBuf> = BTreeMap::new();
-    for t in &all_tables {
-        let path = if t.name == "rejects" {
-            clean_dir.join(&manifest.rejects.file)
-        } else {
-            clean_dir.join(&manifest.tables[t.name].file)
-        };
-        let size = std::fs::metadata(&path)
+    // What to load: every table of `TABLES`, then the rejects.
+    let column_list = |t: &TableDef| t.columns.iter().map(|c| q(c.name)).collect::<Vec<_>>().join(", ");
+    let targets: Vec<LoadTarget> = TABLES
+        .iter()
+        .map(|t| LoadTarget {
+            name: t.name,
+            path: clean_dir.join(&manifest.tables[t.name].file),
+            create: create_table_sql(schema, t),
+            copy: format!("COPY {}.{} ({}) FROM STDIN", q(schema), q(t.name), column_list(t)),
+            rows: manifest.tables[t.name].rows,
+        })
+        .chain([LoadTarget {
+            name: "rejects",
+            path: clean_dir.join(&manifest.rejects.file),
+            create: format!(
+                "CREATE TABLE {}.rejects (file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, raw text)",
+                q(schema)
+            ),
+            copy: format!("COPY {}.rejects (file, line, reason, raw) FROM STDIN", q(schema)),
+            rows: manifest.rejects.rows,
+        }])
+        .collect();
+    for t in &targets {
+        let size = std::fs::metadata(&t.path)
             .map_err(|source| LoadError::Io {
-                path: path.clone(),
+                path: t.path.clone(),
                 source,
             })?
             .len();
         size_of.insert(t.name, size);
-        files.insert(t.name, path);
     }
     // A table with a quarter of the bytes or more (ratings) is big enough for PostgreSQL to
-    // build its indexes and aggregates with parallel workers: those jobs run one at a time.
-    // Its COPY is split over the connections instead of being the one long stream everything
-    // else waits for (the parts are WAL-logged: they cannot share the creating transaction).
+    // build its indexes with parallel workers: those jobs run one at a time. Its COPY is split
+    // over the connections instead of being the one long stream everything else waits for
+    // (the parts are WAL-logged: they cannot share the creating transaction).
     let total_bytes: u64 = size_of.values().sum();
     let big = |name: &str| size_of.get(name).is_some_and(|&b| b >= total_bytes / 4);
-    for t in &all_tables {
-        let path = files[t.name].clone();
-        let size = size_of[t.name];
-        let create = if t.name == "rejects" {
-            format!(
-                "CREATE TABLE {}.rejects (file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, raw text)",
-                q(schema)
-            )
-        } else {
-            create_table_sql(schema, t)
-        };
-        let copy = if t.name == "rejects" {
-            format!("COPY {}.rejects (file, line, reason, raw) FROM STDIN", q(schema))
-        } else {
-            let cols = t.columns.iter().map(|c| q(c.name)).collect::<Vec<_>>().join(", ");
-            format!("COPY {}.{} ({cols}) FROM STDIN", q(schema), q(t.name))
-        };
-        let parts = if big(t.name) && size >= cfg.split_copy_min_bytes {
+    let expected_rows: BTreeMap<&str, u64> = targets.iter().map(|t| (t.name, t.rows)).collect();
+    for t in targets {
+        let LoadTarget {
+            name,
+            path,
+            create,
+            copy,
+            ..
+        } = t;
+        let size = size_of[name];
+        let parts = if big(name) && size >= cfg.split_copy_min_bytes {
             cfg.parallelism.max(1)
         } else {
             1
         };
         if parts == 1 {
-            copy_of.entry(t.name).or_default().push(jobs.len());
-            copy_table.insert(jobs.len(), t.name);
+            copy_of.entry(name).or_default().push(jobs.len());
+            copy_table.insert(jobs.len(), name);
             jobs.push(Job {
-                name: format!("COPY {}", t.name),
+                name: format!("COPY {}", name),
                 work: Work::Copy {
                     create: Some(create),
                     copy,
@@ -572,13 +579,13 @@ async fn build(
             continue;
         }
         let created = jobs.len();
-        jobs.push(Job::sql(format!("create {}", t.name), vec![create], vec![], size));
+        jobs.push(Job::sql(format!("create {}", name), vec![create], vec![], size));
         let bounds = row_bounds(&path, size, parts)?;
         for (k, w) in bounds.windows(2).enumerate() {
-            copy_of.entry(t.name).or_default().push(jobs.len());
-            copy_table.insert(jobs.len(), t.name);
+            copy_of.entry(name).or_default().push(jobs.len());
+            copy_table.insert(jobs.len(), name);
             jobs.push(Job {
-                name: format!("COPY {} part {}/{}", t.name, k + 1, parts),
+                name: format!("COPY {} part {}/{}", name, k + 1, parts),
                 work: Work::Copy {
                     create: None,
                     copy: copy.clone(),
@@ -638,12 +645,11 @@ async fn build(
         fk_tables.iter().map(|t| size_of[t]).sum::<u64>() / 4,
     ));
     // Statistics for the report queries, after the foreign keys (ANALYZE waits for their locks).
-    // `ratings` is read only by an aggregate that needs none, so its indexes can still build.
     let analyzed: Vec<&str> = {
         let mut v: Vec<&str> = REPORTS
             .iter()
             .flat_map(|r| r.reads.iter().copied())
-            .filter(|n| *n != "ratings" && TABLES.iter().any(|t| t.name == *n))
+            .filter(|n| TABLES.iter().any(|t| t.name == *n))
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -682,22 +688,12 @@ async fn build(
         if r.reads.contains(&"ratings_per_movie") {
             after.push(check_totals);
         }
-        let mut weight = 0;
-        let mut exclusive = false;
-        for n in r.reads {
-            if let Some(&j) = report_job.get(n) {
-                after.push(j);
-            } else if *n == "ratings" {
-                after.extend(&copy_of[n]);
-                weight = size_of[n] / 2;
-                exclusive = big(n);
-            }
-        }
+        after.extend(r.reads.iter().filter_map(|n| report_job.get(n)));
         let mut statements = vec![sub(r.sql, schema)];
         statements.extend(r.indexes.iter().map(|i| sub(i, schema)));
         statements.push(format!("ANALYZE {}.{}", q(schema), q(r.name)));
         report_job.insert(r.name, jobs.len());
-        jobs.push(Job::sql(format!("report {}", r.name), statements, after, weight).exclusive(exclusive));
+        jobs.push(Job::sql(format!("report {}", r.name), statements, after, 0));
     }
 
     let session: Vec<String> = Some(&cfg.maintenance_work_mem)
@@ -718,11 +714,7 @@ async fn build(
             }
             // Validation: every table holds exactly what the clean stage counted.
             let n = rows_of[name];
-            let expected = if name == "rejects" {
-                manifest.rejects.rows
-            } else {
-                manifest.tables[name].rows
-            };
+            let expected = expected_rows[name];
             if n != expected {
                 return Err(LoadError::Validation {
                     schema: schema.into(),
@@ -1155,33 +1147,6 @@ pub async fn reuse_snapshot(pool: &PgPool, id: i64) -> Result<LoadOutput, LoadEr
     })
 }
 
-/// What publishing a reused snapshot amounts to: nothing, it is already where it belongs.
-async fn reused_publish(pool: &PgPool, id: i64) -> Result<PublishOutput, LoadError> {
-    let row = sqlx::query("SELECT state, period FROM reelflow.snapshots WHERE id = $1 AND dropped_at IS NULL")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(LoadError::db("reading the reused snapshot"))?
-        .ok_or_else(|| LoadError::NotPublishable {
-            id,
-            reason: "it was dropped after it was chosen for reuse; retry the clean task".into(),
-        })?;
-    let (state, period): (String, String) = (row.get(0), row.get(1));
-    match state.as_str() {
-        "published" | "retired" => Ok(PublishOutput {
-            snapshot_id: id,
-            period,
-            replaced: None,
-            dropped: vec![],
-            current: state == "published",
-        }),
-        _ => Err(LoadError::NotPublishable {
-            id,
-            reason: format!("it is {state} now; retry the clean task"),
-        }),
-    }
-}
-
 fn input_str<'a>(inputs: &'a Outputs, task: &str, key: &str) -> Result<&'a str, TaskError> {
     inputs
         .get(task)
@@ -1251,16 +1216,8 @@ impl Task for PublishTask {
                 .and_then(|v| v.get("snapshot_id"))
                 .and_then(|v| v.as_i64())
                 .ok_or_else(|| TaskError::fatal("missing input load.snapshot_id: run the load task first"))?;
-            let reused = inputs
-                .get("load")
-                .and_then(|v| v.get("reused"))
-                .and_then(|v| v.as_bool())
-                == Some(true);
-            let out = if reused {
-                reused_publish(&self.pool, id).await?
-            } else {
-                publish(&self.pool, id, self.config.keep_previous).await?
-            };
+            // A reused snapshot was published before: publish() leaves it as it is.
+            let out = publish(&self.pool, id, self.config.keep_previous).await?;
             Ok(serde_json::to_value(out).expect("publish output serialises"))
         })
     }
