@@ -219,30 +219,35 @@ async fn three_replicas_with_random_kills_run_every_period_once() {
     s3.put("bucket", "the-movies-dataset.zip", &fixture::zip());
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
+    // Kills may land on the same task repeatedly; this test is about exactly-once, not about
+    // the retry budget. A task's tries are fixed when its run is created (by `backfill` here),
+    // so every command gets the budget.
+    let budget = |c: &mut Command| {
+        for task in ["FETCH", "CLEAN", "LOAD", "PUBLISH"] {
+            c.env(format!("REELFLOW_TASKS_{task}_MAX_TRIES"), "20");
+        }
+    };
     let spawn = |i: usize| {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        base(&db, dir.path(), &s3.endpoint)
-            .env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
+        let mut c = base(&db, dir.path(), &s3.endpoint);
+        budget(&mut c);
+        c.env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
             .env("REELFLOW_SCHEDULE_ENABLED", "false")
             .env("REELFLOW_SCHEDULE_MAX_ACTIVE_RUNS", "3")
             .env("REELFLOW_ENGINE_WORKER_ID", format!("replica-{i}"))
-            // Kills may land on the same task repeatedly; this test is about exactly-once, not
-            // about the retry budget.
-            .env("REELFLOW_TASKS_FETCH_MAX_TRIES", "20")
-            .env("REELFLOW_TASKS_CLEAN_MAX_TRIES", "20")
-            .env("REELFLOW_TASKS_LOAD_MAX_TRIES", "20")
-            .env("REELFLOW_TASKS_PUBLISH_MAX_TRIES", "20")
             .arg("serve")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
     };
-    let out = base(&db, dir.path(), &s3.endpoint)
+    let mut backfill = base(&db, dir.path(), &s3.endpoint);
+    budget(&mut backfill);
+    let out = backfill
         .args(["backfill", "--from", "2025-01", "--to", "2025-12"])
         .output()
         .unwrap();
