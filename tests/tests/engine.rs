@@ -41,6 +41,12 @@ impl Task for FakeTask {
         let _ = inputs;
         (self.behaviour)(ctx, n)
     }
+    fn measures(&self, _output: &serde_json::Value) -> Vec<reelflow_dag::Measure> {
+        vec![]
+    }
+    fn summary(&self, _output: &serde_json::Value) -> Vec<String> {
+        vec![]
+    }
 }
 
 fn ok_task(id: &'static str, log: &Arc<Mutex<Vec<(String, String)>>>) -> Arc<FakeTask> {
@@ -63,6 +69,7 @@ fn policy(max_tries: u32, timeout_secs: u64) -> RetryPolicy {
         max_delay_secs: 1.0,
         jitter: 0.5,
         timeout_secs,
+        max_interruptions: 10,
     }
 }
 
@@ -109,7 +116,7 @@ async fn states(db: &TestDb, run_id: i64) -> Vec<(String, String)> {
         .await
         .unwrap()
         .into_iter()
-        .map(|t| (t.task_id, t.state))
+        .map(|t| (t.task_id, t.state.to_string()))
         .collect()
 }
 
@@ -149,7 +156,7 @@ async fn fails_twice_then_succeeds_with_backoff_within_bounds() {
     let attempts = runs::attempts(&db.pool, run.id).await.unwrap();
     let a: Vec<(String, i32, String)> = attempts
         .iter()
-        .map(|x| (x.task_id.clone(), x.try_number, x.outcome.clone()))
+        .map(|x| (x.task_id.clone(), x.try_number, x.outcome.to_string()))
         .collect();
     assert_eq!(
         a,
@@ -347,7 +354,7 @@ async fn expired_lease_is_taken_over_and_the_late_result_refused() {
     run_to_end(&engine(&db, dag, "w2", Duration::from_secs(5)), run.id).await;
     assert_eq!(states(&db, run.id).await, pairs(&[("a", "success")]));
     // The dead worker comes back with a result: refused, and nothing changes.
-    let late = runs::finish(&db.pool, &spec, &dead, Outcome::Success(json!({"late": true})))
+    let late = runs::finish(&db.pool, &dead, Outcome::Success(json!({"late": true})))
         .await
         .unwrap();
     assert_eq!(late, Recorded::Fenced);
@@ -365,7 +372,7 @@ async fn expired_lease_is_taken_over_and_the_late_result_refused() {
         .await
         .unwrap()
         .into_iter()
-        .map(|a| (a.worker, a.outcome))
+        .map(|a| (a.worker, a.outcome.to_string()))
         .collect();
     assert_eq!(a, pairs(&[("dead-worker", "lease_expired"), ("w2", "success")]));
 }
@@ -507,7 +514,7 @@ async fn mark_success_and_failed_transitions() {
     .unwrap()
     .unwrap();
     runs::mark_task(&db.pool, &spec, run2.id, "a", "success").await.unwrap();
-    let late = runs::finish(&db.pool, &spec, &claimed, Outcome::Success(json!({})))
+    let late = runs::finish(&db.pool, &claimed, Outcome::Success(json!({})))
         .await
         .unwrap();
     assert_eq!(late, Recorded::Fenced);
@@ -562,7 +569,195 @@ async fn cancelled_by_shutdown_goes_back_to_the_queue_and_completes_on_the_next_
         .await
         .unwrap()
         .into_iter()
-        .map(|a| (a.worker, a.outcome))
+        .map(|a| (a.worker, a.outcome.to_string()))
         .collect();
     assert_eq!(a, pairs(&[("w1", "cancelled"), ("w2", "success")]));
+}
+
+/// Runs record the DAG they follow. A run created before a task was added between `load` and
+/// `publish` gets that task on rerun and on retry, and `publish` never runs past it (before,
+/// the missing row counted as a satisfied upstream and `publish` ran straight after `load`).
+#[tokio::test]
+async fn a_task_added_to_the_dag_after_the_run_was_created_runs_before_publish() {
+    let db = TestDb::new().await;
+    let log: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let ids = ["fetch", "clean", "load", "publish"];
+    let old = chain(&ids, policy(1, 10));
+    let mut new_tasks = old.tasks.clone();
+    new_tasks.insert(
+        3,
+        TaskSpec {
+            id: "validate".into(),
+            upstream: vec!["load".into()],
+            retry: policy(1, 10),
+        },
+    );
+    new_tasks[4].upstream = vec!["validate".into()];
+    let new = DagSpec::new("test_dag", new_tasks).unwrap();
+    let code = |with_validate: Option<Arc<FakeTask>>| {
+        let mut tasks: Vec<Arc<dyn Task>> = ids.iter().map(|id| ok_task(id, &log) as Arc<dyn Task>).collect();
+        let spec = match with_validate {
+            Some(v) => {
+                tasks.push(v);
+                new.clone()
+            }
+            None => old.clone(),
+        };
+        Arc::new(Dag::new(spec, tasks))
+    };
+    let order = |period: &str| -> Vec<String> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == period)
+            .map(|(_, t)| t.clone())
+            .collect()
+    };
+
+    // Rerun: the run was created and finished with the old DAG.
+    let (run, _) = runs::ensure_run(&db.pool, &old, "2026-02", "manual", false)
+        .await
+        .unwrap();
+    assert_eq!(run.dag_version, old.shape().version());
+    run_to_end(&engine(&db, code(None), "w1", Duration::from_secs(5)), run.id).await;
+    log.lock().unwrap().clear();
+    let (rerun, reset) = runs::ensure_run(&db.pool, &new, "2026-02", "manual", true)
+        .await
+        .unwrap();
+    assert!(reset);
+    assert_eq!(rerun.dag_version, new.shape().version());
+    assert_ne!(rerun.dag_version, run.dag_version);
+    run_to_end(
+        &engine(&db, code(Some(ok_task("validate", &log))), "w1", Duration::from_secs(5)),
+        run.id,
+    )
+    .await;
+    assert_eq!(order("2026-02"), ["fetch", "clean", "load", "validate", "publish"]);
+    assert_eq!(
+        states(&db, run.id).await,
+        pairs(&[
+            ("fetch", "success"),
+            ("clean", "success"),
+            ("load", "success"),
+            ("publish", "success"),
+            ("validate", "success"),
+        ])
+    );
+
+    // Retry: a run of the old DAG whose load failed is retried with the new DAG; the new task
+    // fails, and publish must not run.
+    let (run, _) = runs::ensure_run(&db.pool, &old, "2026-03", "manual", false)
+        .await
+        .unwrap();
+    let failing_load = Arc::new(FakeTask {
+        id: "load",
+        calls: AtomicU32::new(0),
+        log: log.clone(),
+        behaviour: Box::new(|_, _| Box::pin(async { Err(TaskError::fatal("bad data")) })),
+    });
+    let old_code = Arc::new(Dag::new(
+        old.clone(),
+        vec![
+            ok_task("fetch", &log),
+            ok_task("clean", &log),
+            failing_load,
+            ok_task("publish", &log),
+        ],
+    ));
+    run_to_end(&engine(&db, old_code, "w1", Duration::from_secs(5)), run.id).await;
+    assert_eq!(runs::get_run(&db.pool, run.id).await.unwrap().state, "failed");
+    let cleared = runs::retry_task(&db.pool, &new, run.id, "load", false).await.unwrap();
+    assert_eq!(cleared, ["load", "publish"]);
+    let st = states(&db, run.id).await;
+    assert!(
+        st.contains(&("validate".into(), "none".into())),
+        "the new task waits: {st:?}"
+    );
+    let failing_validate = Arc::new(FakeTask {
+        id: "validate",
+        calls: AtomicU32::new(0),
+        log: log.clone(),
+        behaviour: Box::new(|_, _| Box::pin(async { Err(TaskError::fatal("gate failed")) })),
+    });
+    log.lock().unwrap().clear();
+    run_to_end(
+        &engine(&db, code(Some(failing_validate)), "w1", Duration::from_secs(5)),
+        run.id,
+    )
+    .await;
+    assert_eq!(
+        order("2026-03"),
+        ["load", "validate"],
+        "publish did not run past the failed gate"
+    );
+    let st = states(&db, run.id).await;
+    assert!(st.contains(&("publish".into(), "upstream_failed".into())), "{st:?}");
+    assert_eq!(runs::get_run(&db.pool, run.id).await.unwrap().state, "failed");
+}
+
+/// A try stopped by the platform (shutdown) does not use up the task's tries: with
+/// `max_tries = 1`, a cancelled try goes back to the queue and the next one succeeds; it is
+/// recorded as `cancelled` and counted in `interruptions`. An interruption cap stops a task
+/// that is interrupted every time.
+#[tokio::test]
+async fn interrupted_tries_do_not_use_up_max_tries_but_have_a_cap() {
+    let db = TestDb::new().await;
+    let log = Arc::default();
+    let spec = chain(
+        &["a"],
+        RetryPolicy {
+            max_interruptions: 3,
+            ..policy(1, 10)
+        },
+    );
+    let interrupted_once = Arc::new(FakeTask {
+        id: "a",
+        calls: AtomicU32::new(0),
+        log: Arc::clone(&log),
+        behaviour: Box::new(|_, n| {
+            Box::pin(async move {
+                if n == 0 {
+                    Err(TaskError::cancelled())
+                } else {
+                    Ok(json!({}))
+                }
+            })
+        }),
+    });
+    let (run, _) = runs::ensure_run(&db.pool, &spec, "2026-04", "manual", false)
+        .await
+        .unwrap();
+    let dag = Arc::new(Dag::new(spec.clone(), vec![interrupted_once]));
+    run_to_end(&engine(&db, dag, "w1", Duration::from_secs(5)), run.id).await;
+    assert_eq!(runs::get_run(&db.pool, run.id).await.unwrap().state, "success");
+    let outcomes: Vec<String> = runs::attempts(&db.pool, run.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.outcome.to_string())
+        .collect();
+    assert_eq!(outcomes, ["cancelled", "success"]);
+    let ti = &runs::task_instances(&db.pool, run.id).await.unwrap()[0];
+    assert_eq!((ti.try_number, ti.interruptions), (2, 1));
+
+    let always = Arc::new(FakeTask {
+        id: "a",
+        calls: AtomicU32::new(0),
+        log: Arc::clone(&log),
+        behaviour: Box::new(|_, _| Box::pin(async { Err(TaskError::cancelled()) })),
+    });
+    let (run, _) = runs::ensure_run(&db.pool, &spec, "2026-05", "manual", false)
+        .await
+        .unwrap();
+    let dag = Arc::new(Dag::new(spec.clone(), vec![always.clone()]));
+    run_to_end(&engine(&db, dag, "w1", Duration::from_secs(5)), run.id).await;
+    assert_eq!(runs::get_run(&db.pool, run.id).await.unwrap().state, "failed");
+    assert_eq!(
+        always.calls.load(Ordering::SeqCst),
+        3,
+        "stopped at the interruption cap"
+    );
+    let ti = &runs::task_instances(&db.pool, run.id).await.unwrap()[0];
+    let err = ti.last_error.as_deref().unwrap_or_default();
+    assert!(err.contains("max_interruptions = 3"), "{err}");
 }

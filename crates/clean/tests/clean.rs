@@ -783,12 +783,16 @@ fn clean_task_reads_fetch_output() {
     let task = CleanTask::default();
     assert_eq!(task.id(), "clean");
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    // The fetch task's output, as the engine stores it.
+    let fetch_output = |path: &std::path::Path| {
+        serde_json::json!({
+            "path": path, "size": 1, "sha256": "00", "etag": null, "last_modified": null,
+            "source": "file:///x.zip", "reused": false, "resumes": 0
+        })
+    };
 
     let mut inputs = Outputs::new();
-    inputs.insert(
-        "fetch".into(),
-        serde_json::json!({ "path": fx.zip().to_string_lossy() }),
-    );
+    inputs.insert("fetch".into(), fetch_output(&fx.zip()));
     let out = rt.block_on(task.run(&ctx, &inputs)).unwrap();
     let dir = ctx.artifact_dir.join("clean");
     assert_eq!(out["dir"], dir.to_string_lossy().as_ref());
@@ -801,10 +805,7 @@ fn clean_task_reads_fetch_output() {
     assert_eq!(err.kind, ErrorKind::Fatal);
 
     let mut inputs = Outputs::new();
-    inputs.insert(
-        "fetch".into(),
-        serde_json::json!({ "path": fx.dir.path().join("missing.zip") }),
-    );
+    inputs.insert("fetch".into(), fetch_output(&fx.dir.path().join("missing.zip")));
     let err = rt.block_on(task.run(&ctx, &inputs)).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
 }

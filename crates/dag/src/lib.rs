@@ -9,10 +9,17 @@ mod failpoint;
 mod model;
 mod period;
 mod schedule;
+mod state;
 mod task;
 
 pub use failpoint::{failpoint, FAILPOINTS};
-pub use model::{DagError, DagSpec, RetryPolicy, TaskSpec};
+pub use model::{DagError, DagShape, DagSpec, RetryPolicy, TaskNode, TaskSpec};
 pub use period::{Period, PeriodError};
 pub use schedule::{Schedule, ScheduleError};
-pub use task::{BoxFuture, Cancel, ErrorKind, Outputs, Task, TaskContext, TaskError};
+pub use state::{
+    after_failure, clear, mark_resets, settle, AttemptOutcome, Budget, RunState, Settlement, StateError, States,
+    TaskState, TryEnd, UnknownState,
+};
+pub use task::{
+    decode_input, BoxFuture, Cancel, ErrorKind, Measure, NoInput, Outputs, Stage, Task, TaskContext, TaskError,
+};

@@ -17,6 +17,10 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// A try running longer than this is cancelled and counts as a failed (retryable) try.
     pub timeout_secs: u64,
+    /// Tries stopped by the platform (a shutdown, a worker that died) do not use up
+    /// `max_tries`; after this many the task fails, so one that kills its worker every time
+    /// cannot run forever.
+    pub max_interruptions: u32,
 }
 
 impl Default for RetryPolicy {
@@ -28,6 +32,7 @@ impl Default for RetryPolicy {
             max_delay_secs: 1800.0,
             jitter: 0.2,
             timeout_secs: 4 * 3600,
+            max_interruptions: 10,
         }
     }
 }
@@ -74,7 +79,7 @@ impl RetryPolicy {
     }
 }
 
-/// One task of a DAG.
+/// One task of a DAG: its id, upstream tasks and retry policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub id: String,
@@ -89,6 +94,21 @@ pub struct DagSpec {
     pub tasks: Vec<TaskSpec>,
 }
 
+/// A task's place in a DAG: what a run records of its DAG, so that a run keeps the shape it
+/// was created with (or last brought up to date with) whatever version of the code settles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskNode {
+    pub id: String,
+    pub upstream: Vec<String>,
+}
+
+/// The tasks and edges of a DAG, in topological order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DagShape {
+    pub tasks: Vec<TaskNode>,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DagError {
     #[error("DAG {dag}: task {task} is defined twice")]
@@ -101,28 +121,34 @@ pub enum DagError {
     },
 }
 
+/// Checks that ids are unique and every upstream is defined earlier (so the list order is a
+/// topological order and there are no cycles).
+fn check_order<'a>(dag: &str, tasks: impl Iterator<Item = (&'a str, &'a [String])>) -> Result<(), DagError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (id, upstream) in tasks {
+        if seen.contains(&id) {
+            return Err(DagError::DuplicateTask {
+                dag: dag.to_string(),
+                task: id.to_string(),
+            });
+        }
+        if let Some(u) = upstream.iter().find(|u| !seen.contains(&u.as_str())) {
+            return Err(DagError::UnknownUpstream {
+                dag: dag.to_string(),
+                task: id.to_string(),
+                upstream: u.clone(),
+            });
+        }
+        seen.push(id);
+    }
+    Ok(())
+}
+
 impl DagSpec {
-    /// Checks that ids are unique and every upstream is defined earlier (so the list order is
-    /// a topological order and there are no cycles).
+    /// Checks that ids are unique and every upstream is defined earlier.
     pub fn new(id: impl Into<String>, tasks: Vec<TaskSpec>) -> Result<DagSpec, DagError> {
         let id = id.into();
-        for (i, t) in tasks.iter().enumerate() {
-            if tasks[..i].iter().any(|o| o.id == t.id) {
-                return Err(DagError::DuplicateTask {
-                    dag: id,
-                    task: t.id.clone(),
-                });
-            }
-            for u in &t.upstream {
-                if !tasks[..i].iter().any(|o| &o.id == u) {
-                    return Err(DagError::UnknownUpstream {
-                        dag: id,
-                        task: t.id.clone(),
-                        upstream: u.clone(),
-                    });
-                }
-            }
-        }
+        check_order(&id, tasks.iter().map(|t| (t.id.as_str(), t.upstream.as_slice())))?;
         Ok(DagSpec { id, tasks })
     }
 
@@ -130,15 +156,71 @@ impl DagSpec {
         self.tasks.iter().find(|t| t.id == id)
     }
 
+    /// The tasks and edges, without the retry policies.
+    pub fn shape(&self) -> DagShape {
+        DagShape {
+            tasks: self
+                .tasks
+                .iter()
+                .map(|t| TaskNode {
+                    id: t.id.clone(),
+                    upstream: t.upstream.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// `task` and every task that depends on it, directly or not, in topological order.
     pub fn downstream_of(&self, task: &str) -> Vec<&str> {
-        let mut out: Vec<&str> = vec![];
-        for t in &self.tasks {
-            if t.id == task || t.upstream.iter().any(|u| out.contains(&u.as_str())) {
-                out.push(&t.id);
-            }
+        downstream_of(self.tasks.iter().map(|t| (t.id.as_str(), t.upstream.as_slice())), task)
+    }
+}
+
+fn downstream_of<'a>(tasks: impl Iterator<Item = (&'a str, &'a [String])>, task: &str) -> Vec<&'a str> {
+    let mut out: Vec<&str> = vec![];
+    for (id, upstream) in tasks {
+        if id == task || upstream.iter().any(|u| out.contains(&u.as_str())) {
+            out.push(id);
         }
-        out
+    }
+    out
+}
+
+impl DagShape {
+    pub fn new(tasks: Vec<TaskNode>) -> Result<DagShape, DagError> {
+        check_order("", tasks.iter().map(|t| (t.id.as_str(), t.upstream.as_slice())))?;
+        Ok(DagShape { tasks })
+    }
+
+    pub fn task(&self, id: &str) -> Option<&TaskNode> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+
+    /// `task` and every task that depends on it, directly or not, in topological order.
+    pub fn downstream_of(&self, task: &str) -> Vec<&str> {
+        downstream_of(self.tasks.iter().map(|t| (t.id.as_str(), t.upstream.as_slice())), task)
+    }
+
+    /// A short, stable fingerprint of the tasks and edges (FNV-1a, 64 bits, hex), shown with
+    /// runs so an operator can tell which DAG version a run follows.
+    pub fn version(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: &[u8]| {
+            for &x in b {
+                h ^= x as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for t in &self.tasks {
+            eat(t.id.as_bytes());
+            eat(b"<");
+            for u in &t.upstream {
+                eat(u.as_bytes());
+                eat(b",");
+            }
+            eat(b";");
+        }
+        format!("{h:016x}")
     }
 }
 
@@ -189,6 +271,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.downstream_of("clean"), ["clean", "load", "publish"]);
+        assert_eq!(d.shape().downstream_of("clean"), ["clean", "load", "publish"]);
+        let v = d.shape().version();
+        assert_eq!(v.len(), 16);
+        let mut other = d.shape();
+        other.tasks[3].upstream = vec!["clean".into()];
+        assert_ne!(other.version(), v, "an edge changes the version");
         assert_eq!(d.downstream_of("publish"), ["publish"]);
         assert!(matches!(
             DagSpec::new("d", vec![spec("a", &["b"]), spec("b", &[])]),

@@ -17,7 +17,6 @@ use crate::Period;
 pub struct Schedule {
     cron: Cron,
     tz: Tz,
-    expr: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,15 +38,7 @@ impl Schedule {
                 expr: expr.to_string(),
                 detail: e.to_string(),
             })?;
-        Ok(Schedule {
-            cron,
-            tz,
-            expr: expr.to_string(),
-        })
-    }
-
-    pub fn expr(&self) -> &str {
-        &self.expr
+        Ok(Schedule { cron, tz })
     }
 
     pub fn describe(&self) -> String {

@@ -104,18 +104,114 @@ pub struct TaskContext {
     pub cancel: Cancel,
 }
 
-/// One stage of a DAG. The stage owns *how*; the engine owns *when*, *how often* and *what if*.
+/// A count a stage reports about its output, recorded as a metric by the engine. Labels are
+/// bounded: table and file names of the dataset and reason codes, never values or paths.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Measure {
+    /// Bytes downloaded from the source.
+    Downloaded(u64),
+    /// Rows of a table or file, with what happened to them (`accepted`, `rejected`, `loaded`).
+    Rows {
+        table: String,
+        outcome: &'static str,
+        n: u64,
+    },
+    /// Rows of a file rejected for one reason.
+    Rejected { file: String, reason: String, n: u64 },
+}
+
+/// The input of a task without upstream tasks.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize)]
+pub struct NoInput {}
+
+/// One stage of a DAG with a typed contract. The stage owns *how*; the engine owns *when*, *how
+/// often* and *what if*.
 ///
-/// A task reads what its upstream tasks produced from `inputs` (persisted by the engine, so a
-/// retried task never needs its upstream to run again) and returns its own outputs.
+/// `Input` is a struct with one field per upstream task, named by that task's id and typed as
+/// that task's `Output`: the engine stores every output as JSON and hands a task the outputs of
+/// the tasks before it, deserialised into `Input`, so a retried task never needs its upstream
+/// to run again, and renaming a field is a compile error wherever it is read.
 /// Implementations must be idempotent for a given run: a second attempt replaces what the first
 /// one left behind.
+pub trait Stage: Send + Sync + 'static {
+    /// Stable id of the task inside its DAG (`fetch`, `clean`, `load`); the DAG declaration
+    /// refers to it, nothing repeats it.
+    const ID: &'static str;
+    type Input: serde::de::DeserializeOwned + Send;
+    type Output: serde::Serialize + serde::de::DeserializeOwned + Send;
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext, input: Self::Input) -> BoxFuture<'a, Result<Self::Output, TaskError>>;
+
+    /// Counts recorded as metrics when an attempt succeeds.
+    fn measures(_output: &Self::Output) -> Vec<Measure> {
+        Vec::new()
+    }
+
+    /// Lines of the run summary that `reelflow run` prints.
+    fn summary(_output: &Self::Output) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A stage as the engine sees it: JSON in, JSON out. Every [`Stage`] is one; the engine holds
+/// them as `Arc<dyn Task>`.
 pub trait Task: Send + Sync {
-    /// Stable id of the task inside its DAG (`fetch`, `clean`, `load`).
     fn id(&self) -> &'static str;
     fn run<'a>(
         &'a self,
         ctx: &'a TaskContext,
         inputs: &'a Outputs,
     ) -> BoxFuture<'a, Result<serde_json::Value, TaskError>>;
+    /// [`Stage::measures`] of a stored output (nothing when it cannot be read).
+    fn measures(&self, output: &serde_json::Value) -> Vec<Measure>;
+    /// [`Stage::summary`] of a stored output (nothing when it cannot be read).
+    fn summary(&self, output: &serde_json::Value) -> Vec<String>;
 }
+
+/// Reads the outputs of `task`'s upstream tasks as its typed input. A missing output (an
+/// upstream task marked success by hand never produced one) gets an error saying so.
+pub fn decode_input<I: serde::de::DeserializeOwned>(task: &str, inputs: &Outputs) -> Result<I, TaskError> {
+    let object: serde_json::Map<String, serde_json::Value> =
+        inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| {
+        let have = inputs.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+        TaskError::fatal(format!(
+            "{task}: the outputs of its upstream tasks cannot be read ({e}; outputs present: {}). \
+             An upstream task marked success by hand has no output: retry it with its downstream \
+             (`reelflow tasks retry RUN TASK --downstream`) instead",
+            if have.is_empty() { "none" } else { have.as_str() }
+        ))
+    })
+}
+
+impl<S: Stage> Task for S {
+    fn id(&self) -> &'static str {
+        S::ID
+    }
+
+    fn run<'a>(
+        &'a self,
+        ctx: &'a TaskContext,
+        inputs: &'a Outputs,
+    ) -> BoxFuture<'a, Result<serde_json::Value, TaskError>> {
+        Box::pin(async move {
+            let input = decode_input::<S::Input>(S::ID, inputs)?;
+            let out = Stage::run(self, ctx, input).await?;
+            serde_json::to_value(out).map_err(|e| TaskError::fatal(format!("{}: cannot encode its output: {e}", S::ID)))
+        })
+    }
+
+    fn measures(&self, output: &serde_json::Value) -> Vec<Measure> {
+        S::Output::deserialize(output)
+            .map(|o| S::measures(&o))
+            .unwrap_or_default()
+    }
+
+    fn summary(&self, output: &serde_json::Value) -> Vec<String> {
+        S::Output::deserialize(output)
+            .map(|o| S::summary(&o))
+            .unwrap_or_default()
+    }
+}
+
+use serde::Deserialize as _;

@@ -80,25 +80,6 @@ impl FetchError {
         matches!(self, FetchError::Cancelled { .. })
     }
 
-    /// The source (credential-free) this error is about.
-    pub fn location(&self) -> &str {
-        match self {
-            FetchError::InvalidSource { location, .. }
-            | FetchError::NotFound { location }
-            | FetchError::AccessDenied { location, .. }
-            | FetchError::NotAZip { location, .. }
-            | FetchError::Timeout { location, .. }
-            | FetchError::Network { location, .. }
-            | FetchError::Server { location, .. }
-            | FetchError::Protocol { location, .. }
-            | FetchError::Incomplete { location, .. }
-            | FetchError::Changed { location }
-            | FetchError::Io { location, .. }
-            | FetchError::Config { location, .. }
-            | FetchError::Cancelled { location } => location,
-        }
-    }
-
     /// Whether a retry can help, in the DAG's terms.
     pub fn kind(&self) -> ErrorKind {
         if self.is_cancelled() {

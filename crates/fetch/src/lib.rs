@@ -23,7 +23,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use reelflow_dag::{BoxFuture, Cancel, Outputs, Task, TaskContext, TaskError};
+use reelflow_dag::{BoxFuture, Cancel, Measure, NoInput, Stage, TaskContext, TaskError};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -272,28 +272,45 @@ impl Progress {
     }
 }
 
-/// The `fetch` task of the DAG: puts the zip into `<artifact_dir>/fetch/` and returns its
-/// [`FetchOutput`] as JSON (`inputs["fetch"]["path"]` is the zip).
+/// The `fetch` task of the DAG: puts the zip into `<artifact_dir>/fetch/` and outputs its
+/// [`FetchOutput`].
 #[derive(Clone, Debug)]
 pub struct FetchTask {
     pub source: Source,
     pub config: FetchConfig,
 }
 
-impl Task for FetchTask {
-    fn id(&self) -> &'static str {
-        "fetch"
-    }
+impl Stage for FetchTask {
+    const ID: &'static str = "fetch";
+    type Input = NoInput;
+    type Output = FetchOutput;
 
-    fn run<'a>(
-        &'a self,
-        ctx: &'a TaskContext,
-        _inputs: &'a Outputs,
-    ) -> BoxFuture<'a, Result<serde_json::Value, TaskError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext, _input: NoInput) -> BoxFuture<'a, Result<FetchOutput, TaskError>> {
         Box::pin(async move {
             let dest = ctx.artifact_dir.join("fetch");
-            let out = fetch(&self.source, &dest, &self.config, &ctx.cancel).await?;
-            serde_json::to_value(out).map_err(|e| TaskError::fatal(format!("cannot serialise the fetch output: {e}")))
+            Ok(fetch(&self.source, &dest, &self.config, &ctx.cancel).await?)
         })
+    }
+
+    fn measures(out: &FetchOutput) -> Vec<Measure> {
+        if out.reused {
+            vec![]
+        } else {
+            vec![Measure::Downloaded(out.size)]
+        }
+    }
+
+    fn summary(f: &FetchOutput) -> Vec<String> {
+        vec![format!(
+            "fetch: {} bytes from {}{} (sha256 {})",
+            f.size,
+            f.source,
+            if f.reused {
+                ", unchanged: reused the earlier download"
+            } else {
+                ""
+            },
+            f.sha256
+        )]
     }
 }

@@ -11,6 +11,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
+use crate::plan::{Plan, Step};
 use crate::snapshot::{copy_file, open, LoadError};
 
 /// What a job does.
@@ -95,13 +96,16 @@ pub(crate) async fn run(
     on_done: &mut OnDone<'_>,
 ) -> Result<Vec<u64>, LoadError> {
     let n = jobs.len();
-    for (i, j) in jobs.iter().enumerate() {
-        assert!(
-            j.after.iter().all(|&d| d < n && d != i),
-            "job {} has a bad dependency",
-            j.name
-        );
-    }
+    let mut plan = Plan::new(
+        jobs.iter()
+            .map(|j| Step {
+                after: j.after.clone(),
+                weight: j.weight,
+                exclusive: j.exclusive,
+            })
+            .collect(),
+    )
+    .map_err(|e| LoadError::Plan(e.to_string()))?;
     let workers = connections.max(1).min(n.max(1));
     let mut idle = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -119,16 +123,7 @@ pub(crate) async fn run(
         idle.push((conn, pid));
     }
 
-    let mut waiting: Vec<usize> = jobs.iter().map(|j| j.after.len()).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, j) in jobs.iter().enumerate() {
-        for &d in &j.after {
-            dependents[d].push(i);
-        }
-    }
-    let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
     let mut results = vec![0u64; n];
-    let mut finished = 0usize;
     let mut running = FuturesUnordered::new();
     let mut busy_pids: Vec<(usize, i32)> = Vec::new();
     let mut failure: Option<LoadError> = None;
@@ -138,22 +133,16 @@ pub(crate) async fn run(
     loop {
         if failure.is_none() {
             while !idle.is_empty() {
-                // Heaviest first; ties by definition order, so runs are repeatable.
-                let exclusive_busy = busy_pids.iter().any(|&(j, _)| jobs[j].exclusive);
-                let Some(k) = (0..ready.len())
-                    .filter(|&k| !(exclusive_busy && jobs[ready[k]].exclusive))
-                    .max_by_key(|&k| (jobs[ready[k]].weight, std::cmp::Reverse(ready[k])))
-                else {
+                let Some(i) = plan.start_next() else {
                     break;
                 };
-                let i = ready.swap_remove(k);
                 let (mut conn, pid) = idle.pop().expect("non-empty");
                 busy_pids.push((i, pid));
                 let job = &jobs[i];
                 running.push(async move {
                     let started = Instant::now();
                     let r = run_job(&mut conn, job).await;
-                    tracing::info!(
+                    tracing::debug!(
                         job = %job.name,
                         seconds = started.elapsed().as_secs_f64(),
                         ended_at = graph_started.elapsed().as_secs_f64(),
@@ -171,23 +160,21 @@ pub(crate) async fn run(
         match r {
             Ok(rows) if failure.is_none() => {
                 results[i] = rows;
-                finished += 1;
                 idle.push((conn, pid));
-                if let Err(e) = on_done(i, rows) {
-                    failure = Some(e);
-                } else {
-                    for &d in &dependents[i] {
-                        waiting[d] -= 1;
-                        if waiting[d] == 0 {
-                            ready.push(d);
-                        }
+                match on_done(i, rows) {
+                    Ok(()) => plan.finish(i),
+                    Err(e) => {
+                        plan.abandon(i);
+                        failure = Some(e);
                     }
                 }
             }
             Ok(_) => {
+                plan.abandon(i);
                 let _ = conn.close().await;
             }
             Err(e) => {
+                plan.abandon(i);
                 // A failed COPY can leave its connection out of step: never reuse it.
                 drop(conn);
                 if failure.is_none() {
@@ -206,7 +193,7 @@ pub(crate) async fn run(
     if let Some(e) = failure {
         return Err(e);
     }
-    assert_eq!(finished, n, "every job ran: the dependency graph has no cycle");
+    assert!(plan.is_complete(), "every job ran: the plan has no cycle");
     Ok(results)
 }
 

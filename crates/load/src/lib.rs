@@ -10,12 +10,13 @@
 //! - Every snapshot has a row in `reelflow.snapshots`; a schema is never created without one.
 
 mod graph;
+mod plan;
 mod reports;
 mod snapshot;
 
 pub use reports::{Report, REPORTS};
 pub use snapshot::{
     build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, reuse_snapshot, rollback,
-    unchanged_snapshot, LoadConfig, LoadError, LoadOutput, LoadTask, PublishOutput, PublishTask, SnapshotInfo,
-    PUBLISHED_SCHEMA,
+    unchanged_snapshot, LoadConfig, LoadError, LoadInput, LoadOutput, LoadTask, PublishInput, PublishOutput,
+    PublishTask, SnapshotInfo, PUBLISHED_SCHEMA,
 };

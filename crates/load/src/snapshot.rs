@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use reelflow_clean::{Manifest, TableDef, TABLES};
-use reelflow_dag::{BoxFuture, Outputs, Task, TaskContext, TaskError};
+use reelflow_clean::{CleanOutput, Manifest, TableDef, TABLES};
+use reelflow_dag::{BoxFuture, Measure, Stage, TaskContext, TaskError};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
@@ -60,6 +60,8 @@ pub enum LoadError {
     NotPublishable { id: i64, reason: String },
     #[error("nothing to roll back to: no earlier published snapshot is kept")]
     NoPrevious,
+    #[error("the load's job plan is invalid (a bug): {0}")]
+    Plan(String),
 }
 
 impl LoadError {
@@ -1147,79 +1149,119 @@ pub async fn reuse_snapshot(pool: &PgPool, id: i64) -> Result<LoadOutput, LoadEr
     })
 }
 
-fn input_str<'a>(inputs: &'a Outputs, task: &str, key: &str) -> Result<&'a str, TaskError> {
-    inputs
-        .get(task)
-        .and_then(|v| v.get(key))
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| TaskError::fatal(format!("missing input {task}.{key}: run the {task} task first")))
+/// What the `load` task reads: the `clean` task's output.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LoadInput {
+    pub clean: CleanOutput,
 }
 
-/// The `load` task: reads `inputs["clean"]["dir"]`, outputs [`LoadOutput`].
+/// The `load` task: COPYs the clean output into a new snapshot (or passes an unchanged
+/// source's snapshot through) and outputs [`LoadOutput`].
 pub struct LoadTask {
     pub pool: PgPool,
     pub config: LoadConfig,
 }
 
-impl Task for LoadTask {
-    fn id(&self) -> &'static str {
-        "load"
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a TaskContext,
-        inputs: &'a Outputs,
-    ) -> BoxFuture<'a, Result<serde_json::Value, TaskError>> {
+impl Stage for LoadTask {
+    const ID: &'static str = "load";
+    type Input = LoadInput;
+    type Output = LoadOutput;
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext, input: LoadInput) -> BoxFuture<'a, Result<LoadOutput, TaskError>> {
         Box::pin(async move {
-            if let Some(id) = inputs
-                .get("clean")
-                .and_then(|c| c.get("unchanged_snapshot"))
-                .and_then(|v| v.as_i64())
-            {
-                let out = reuse_snapshot(&self.pool, id).await?;
-                tracing::info!(
-                    snapshot_id = id,
-                    "source unchanged: the snapshot is reused, nothing loaded"
-                );
-                return Ok(serde_json::to_value(out).expect("load output serialises"));
-            }
-            let dir = PathBuf::from(input_str(inputs, "clean", "dir")?);
+            let dir = match input.clean {
+                CleanOutput::Unchanged {
+                    unchanged_snapshot: id, ..
+                } => {
+                    let out = reuse_snapshot(&self.pool, id).await?;
+                    tracing::info!(
+                        snapshot_id = id,
+                        "source unchanged: the snapshot is reused, nothing loaded"
+                    );
+                    return Ok(out);
+                }
+                CleanOutput::Cleaned { dir, .. } => dir,
+            };
             let period = ctx.period.to_string();
             let work = load_snapshot(&self.pool, &dir, &ctx.dag_id, &period, Some(ctx.run_id), &self.config);
-            let out = tokio::select! {
-                r = work => r?,
-                _ = ctx.cancel.cancelled() => return Err(TaskError::cancelled()),
-            };
-            Ok(serde_json::to_value(out).expect("load output serialises"))
+            tokio::select! {
+                r = work => Ok(r?),
+                _ = ctx.cancel.cancelled() => Err(TaskError::cancelled()),
+            }
         })
+    }
+
+    fn measures(out: &LoadOutput) -> Vec<Measure> {
+        if out.reused {
+            return vec![];
+        }
+        out.rows
+            .iter()
+            .map(|(table, n)| Measure::Rows {
+                table: table.clone(),
+                outcome: "loaded",
+                n: *n,
+            })
+            .collect()
+    }
+
+    fn summary(l: &LoadOutput) -> Vec<String> {
+        if l.reused {
+            return vec![];
+        }
+        let mut lines = vec![format!("load: snapshot {} ({})", l.snapshot_id, l.schema)];
+        lines.extend(l.rows.iter().map(|(t, n)| format!("  {t:<20} {n:>10} rows")));
+        lines
     }
 }
 
-/// The `publish` task: reads `inputs["load"]["snapshot_id"]`, outputs [`PublishOutput`].
+/// What the `publish` task reads: the `load` task's output.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PublishInput {
+    pub load: LoadOutput,
+}
+
+/// The `publish` task: makes the loaded snapshot the schema `movies`; outputs [`PublishOutput`].
 pub struct PublishTask {
     pub pool: PgPool,
     pub config: LoadConfig,
 }
 
-impl Task for PublishTask {
-    fn id(&self) -> &'static str {
-        "publish"
-    }
+impl Stage for PublishTask {
+    const ID: &'static str = "publish";
+    type Input = PublishInput;
+    type Output = PublishOutput;
+
     fn run<'a>(
         &'a self,
         _ctx: &'a TaskContext,
-        inputs: &'a Outputs,
-    ) -> BoxFuture<'a, Result<serde_json::Value, TaskError>> {
+        input: PublishInput,
+    ) -> BoxFuture<'a, Result<PublishOutput, TaskError>> {
         Box::pin(async move {
-            let id = inputs
-                .get("load")
-                .and_then(|v| v.get("snapshot_id"))
-                .and_then(|v| v.as_i64())
-                .ok_or_else(|| TaskError::fatal("missing input load.snapshot_id: run the load task first"))?;
             // A reused snapshot was published before: publish() leaves it as it is.
-            let out = publish(&self.pool, id, self.config.keep_previous).await?;
-            Ok(serde_json::to_value(out).expect("publish output serialises"))
+            Ok(publish(&self.pool, input.load.snapshot_id, self.config.keep_previous).await?)
         })
+    }
+
+    fn summary(p: &PublishOutput) -> Vec<String> {
+        let id = p.snapshot_id;
+        if !p.current {
+            return vec![format!(
+                "publish: snapshot {id} kept for {}; `movies` stays on a newer period",
+                p.period
+            )];
+        }
+        let replaced = p
+            .replaced
+            .map_or_else(|| "none".to_string(), |r| format!("snapshot {r}"));
+        let dropped = if p.dropped.is_empty() {
+            "none".to_string()
+        } else {
+            p.dropped.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        };
+        vec![format!(
+            "publish: snapshot {id} is now the schema `movies` (replaced: {replaced}, dropped: {dropped})"
+        )]
     }
 }
 

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use reelflow_dag::{DagSpec, Period};
+use reelflow_dag::{AttemptOutcome, DagSpec, Period, RunState};
 use reelflow_store::runs::{self, RunError};
 use serde::Deserialize;
 use serde_json::json;
@@ -153,7 +153,7 @@ async fn list_runs(
 ) -> ApiResult<serde_json::Value> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if let Some(st) = &q.state {
-        if !["queued", "running", "success", "failed"].contains(&st.as_str()) {
+        if st.parse::<reelflow_dag::RunState>().is_err() {
             return Err(ApiError::bad_request(
                 "state: expected queued, running, success or failed",
             ));
@@ -268,7 +268,10 @@ async fn mark(
 ) -> ApiResult<serde_json::Value> {
     let origin = authorize(&s, &headers, peer)?;
     let b = body(b)?;
-    if b.state != "success" && b.state != "failed" {
+    if !matches!(
+        b.state.parse::<reelflow_dag::TaskState>(),
+        Ok(reelflow_dag::TaskState::Success | reelflow_dag::TaskState::Failed)
+    ) {
         return Err(ApiError::bad_request("state: expected success or failed"));
     }
     ops::mark(&s.pool, &s.dag, id, &task, &b.state, &origin).await?;
@@ -296,6 +299,14 @@ async fn rollback(
 
 async fn livez(State(s): State<Arc<AppState>>) -> Response {
     let age = chrono::Utc::now().timestamp() - s.heartbeat.load(Ordering::Relaxed);
+    if s.shutting_down.load(Ordering::Relaxed) {
+        // Draining: the scheduler loop has stopped on purpose; the process is alive.
+        return (
+            StatusCode::OK,
+            Json(json!({"status": "draining", "scheduler_heartbeat_age_seconds": age})),
+        )
+            .into_response();
+    }
     if age <= s.liveness_secs {
         (
             StatusCode::OK,
@@ -391,15 +402,18 @@ pub fn declare_series(dag: &DagSpec) {
     let d = dag.id.as_str();
     for t in &dag.tasks {
         let task = t.id.as_str();
-        for outcome in ["success", "failed", "timeout", "cancelled", "lease_expired"] {
+        for outcome in AttemptOutcome::ALL
+            .iter()
+            .filter(|o| !matches!(o, AttemptOutcome::Running | AttemptOutcome::Superseded))
+        {
             m.task_attempts
-                .touch(&[("dag", d), ("task", task), ("outcome", outcome)]);
+                .touch(&[("dag", d), ("task", task), ("outcome", outcome.as_str())]);
         }
         m.task_retries.touch(&[("dag", d), ("task", task)]);
         m.task_duration.touch(&[("dag", d), ("task", task)]);
     }
-    for state in ["success", "failed"] {
-        m.dag_runs.touch(&[("dag", d), ("state", state)]);
+    for state in [RunState::Success, RunState::Failed] {
+        m.dag_runs.touch(&[("dag", d), ("state", state.as_str())]);
     }
     m.dag_run_duration.touch(&[("dag", d)]);
     m.running_tasks.touch(&[]);

@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reelflow_dag::{Cancel, DagSpec, ErrorKind, Period, Task, TaskContext};
+use reelflow_dag::{AttemptOutcome, Cancel, DagSpec, ErrorKind, Period, Task, TaskContext, TaskState, TryEnd};
 use reelflow_store::runs::{self, Claimed, Outcome, Recorded};
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
@@ -61,23 +61,24 @@ pub struct EngineConfig {
     pub artifacts_dir: PathBuf,
 }
 
-/// Counters the engine keeps (exported as metrics by the daemon).
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    pub running: AtomicUsize,
-    pub attempts: AtomicUsize,
-    pub fenced: AtomicUsize,
-    pub expired: AtomicUsize,
-}
-
 pub struct Engine {
     pub pool: PgPool,
     pub dags: Vec<Arc<Dag>>,
     pub config: EngineConfig,
-    pub stats: Arc<EngineStats>,
     wake: Arc<Notify>,
     /// Set when `run` stops: no new attempt starts, not even a hand-off.
     stopping: std::sync::atomic::AtomicBool,
+    /// This process, for taking over the tasks of dead processes on the same machine at once.
+    identity: Option<crate::process::Identity>,
+}
+
+/// How long a worker keeps a task without renewing its lease before it stops the task itself:
+/// the lease minus a margin of two heartbeats (at least a fifth of the lease), so it stops
+/// before the lease can expire and another worker take the task over, as long as the clocks
+/// of the worker and the database advance at about the same rate.
+pub fn self_fence_after(lease: Duration, heartbeat: Duration) -> Duration {
+    let margin = (heartbeat * 2).max(lease / 5);
+    lease.saturating_sub(margin).max(heartbeat)
 }
 
 fn random_unit() -> f64 {
@@ -90,9 +91,9 @@ impl Engine {
             pool,
             dags,
             config,
-            stats: Arc::default(),
             wake: Arc::new(Notify::new()),
             stopping: Default::default(),
+            identity: crate::process::Identity::current(),
         }
     }
 
@@ -105,30 +106,58 @@ impl Engine {
         self.dags.iter().find(|d| d.spec.id == id)
     }
 
-    fn specs(&self) -> Vec<DagSpec> {
-        self.dags.iter().map(|d| d.spec.clone()).collect()
+    /// The task ids this engine has code for: it claims no other.
+    fn known_tasks(&self) -> Vec<String> {
+        self.dags.iter().flat_map(|d| d.tasks.keys().cloned()).collect()
     }
 
-    /// One round of housekeeping: expire dead leases, start queued runs within the cap.
-    pub async fn housekeeping(&self) -> Result<(), runs::RunError> {
-        let specs = self.specs();
-        let delay = |task: &str, try_number: i32| {
-            specs
-                .iter()
-                .find_map(|d| d.task(task))
-                .map(|t| t.retry.delay_after(try_number.max(1) as u32, random_unit()))
-                .unwrap_or(Duration::ZERO)
+    /// Records this worker and the process it runs in (so others on this machine can tell
+    /// when it died).
+    pub async fn register(&self) -> Result<(), runs::RunError> {
+        let Some(me) = &self.identity else {
+            return Ok(());
         };
-        let expired = runs::expire_leases(&self.pool, &specs, &delay).await?;
+        let process = runs::WorkerProcess {
+            hostname: me.hostname.clone(),
+            boot_id: me.boot_id.clone(),
+            pid: me.pid as i32,
+            start_ticks: me.start_ticks as i64,
+        };
+        runs::register_worker(&self.pool, &self.config.worker_id, env!("CARGO_PKG_VERSION"), &process).await
+    }
+
+    /// Ends at once the leases held by processes of this machine that no longer exist, so
+    /// their tasks are taken over without waiting for the lease to run out.
+    async fn take_over_dead_local_workers(&self) -> Result<(), runs::RunError> {
+        let Some(me) = &self.identity else {
+            return Ok(());
+        };
+        for lease in runs::local_leases(&self.pool, &self.config.worker_id, &me.hostname, &me.boot_id).await? {
+            let p = &lease.process;
+            if me.is_dead_here(&p.hostname, &p.boot_id, p.pid as u32, p.start_ticks as u64)
+                && runs::end_lease_now(&self.pool, lease.ti_id, &lease.worker).await?
+            {
+                tracing::warn!(task_instance = lease.ti_id, worker = %lease.worker, pid = p.pid,
+                    "the worker holding this task died on this machine: taking the task over now");
+            }
+        }
+        Ok(())
+    }
+
+    /// One round of housekeeping: take over the tasks of dead local workers, expire dead
+    /// leases, start queued runs within the cap.
+    pub async fn housekeeping(&self) -> Result<(), runs::RunError> {
+        self.take_over_dead_local_workers().await?;
+        let expired = runs::expire_leases(&self.pool).await?;
         for e in &expired {
-            self.stats.expired.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(task_instance = e.ti_id, dag = %e.dag_id, task = %e.task_id, retried = e.retried,
-                "lease expired; the try counts as failed");
+            tracing::warn!(run_id = e.run_id, period = %e.period, task_instance = e.ti_id, dag = %e.dag_id,
+                task = %e.task_id, requeued = e.retried,
+                "lease expired: the try counts as interrupted and goes back to the queue");
             let labels = [("dag", e.dag_id.as_str()), ("task", e.task_id.as_str())];
             METRICS.lease_expirations.inc(&[]);
             METRICS
                 .task_attempts
-                .inc(&[labels[0], labels[1], ("outcome", "lease_expired")]);
+                .inc(&[labels[0], labels[1], ("outcome", AttemptOutcome::LeaseExpired.as_str())]);
             if e.retried {
                 METRICS.task_retries.inc(&labels);
             }
@@ -153,7 +182,11 @@ impl Engine {
         let (cancel_tx, cancel) = Cancel::new();
         let mut tasks = tokio::task::JoinSet::new();
         let dag_ids: Vec<String> = self.dags.iter().map(|d| d.spec.id.clone()).collect();
+        let known = self.known_tasks();
         let mut stop_rx = stop.clone();
+        if let Err(e) = self.register().await {
+            tracing::warn!(error = %e, "registering the worker failed; dead local workers will not be detected");
+        }
         let mut last_housekeeping = std::time::Instant::now() - self.config.poll;
         loop {
             if *stop.borrow() {
@@ -168,17 +201,18 @@ impl Engine {
             }
             if let Some(run_id) = only_run {
                 let run = runs::get_run(&self.pool, run_id).await?;
-                if (run.state == "success" || run.state == "failed") && tasks.is_empty() {
+                if run.state.is_finished() && tasks.is_empty() {
                     break;
                 }
             }
             // Fill free slots.
             while tasks.len() < self.config.slots {
-                match runs::claim(
+                match runs::claim_in(
                     &self.pool,
                     &self.config.worker_id,
                     self.config.lease,
                     &dag_ids,
+                    Some(&known),
                     only_run,
                 )
                 .await
@@ -232,11 +266,13 @@ impl Engine {
                 break;
             }
             let dags = [dag_id];
-            match runs::claim(
+            let known = self.known_tasks();
+            match runs::claim_in(
                 &self.pool,
                 &self.config.worker_id,
                 self.config.lease,
                 &dags,
+                Some(&known),
                 Some(run_id),
             )
             .await
@@ -255,29 +291,24 @@ impl Engine {
             return false;
         };
         let spec = dag.spec.task(&claimed.task_id).cloned();
+        let fatal = |error: String| Outcome::Failed {
+            error,
+            outcome: AttemptOutcome::Failed,
+            end: TryEnd::Fatal,
+            retry_in: Duration::ZERO,
+        };
         let (Some(spec), Some(task)) = (spec, dag.tasks.get(&claimed.task_id).cloned()) else {
-            let outcome = Outcome::Failed {
-                error: format!("no code for task {}", claimed.task_id),
-                retry_in: None,
-                kind: "failed",
-            };
-            let _ = runs::finish(&self.pool, &dag.spec, &claimed, outcome).await;
+            let outcome = fatal(format!("no code for task {}", claimed.task_id));
+            let _ = runs::finish(&self.pool, &claimed, outcome).await;
             return false;
         };
         let period: Period = match claimed.period.parse() {
             Ok(p) => p,
             Err(e) => {
-                let outcome = Outcome::Failed {
-                    error: e.to_string(),
-                    retry_in: None,
-                    kind: "failed",
-                };
-                let _ = runs::finish(&self.pool, &dag.spec, &claimed, outcome).await;
+                let _ = runs::finish(&self.pool, &claimed, fatal(e.to_string())).await;
                 return false;
             }
         };
-        self.stats.running.fetch_add(1, Ordering::Relaxed);
-        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
         METRICS.running_tasks.inc_by(&[], 1.0);
         tracing::info!("task started");
         let started = std::time::Instant::now();
@@ -296,18 +327,37 @@ impl Engine {
                 self.config.lease,
                 self.config.heartbeat,
             );
+            // Self-fencing: without a renewal for `lease - margin`, this worker must assume
+            // another one may take the task over, and stops it before that can happen.
+            let fence_after = self_fence_after(lease, every);
             tokio::spawn(async move {
+                let mut renewed = std::time::Instant::now();
                 loop {
                     tokio::time::sleep(every).await;
-                    match runs::heartbeat(&pool, ti, attempt, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => {
+                    let beat = tokio::time::timeout(
+                        every.max(Duration::from_secs(1)),
+                        runs::heartbeat(&pool, ti, attempt, lease),
+                    );
+                    match beat.await {
+                        Ok(Ok(true)) => renewed = std::time::Instant::now(),
+                        Ok(Ok(false)) => {
                             tracing::warn!("lease lost: another worker owns this task now; cancelling");
                             lost.store(true, Ordering::Relaxed);
                             let _ = cancel_tx.send(true);
                             return;
                         }
-                        Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+                        Err(_) => tracing::warn!("heartbeat timed out; will retry"),
+                    }
+                    if renewed.elapsed() >= fence_after {
+                        tracing::error!(
+                            unrenewed_secs = renewed.elapsed().as_secs(),
+                            lease_secs = lease.as_secs(),
+                            "lease not renewed for too long: stopping the task before another worker can take it over"
+                        );
+                        lost.store(true, Ordering::Relaxed);
+                        let _ = cancel_tx.send(true);
+                        return;
                     }
                 }
             })
@@ -327,6 +377,7 @@ impl Engine {
             artifact_dir: self.config.artifacts_dir.join(&claimed.dag_id).join(&claimed.period),
             cancel: cancel.clone(),
         };
+        let mut timed_out = false;
         let result = match std::fs::create_dir_all(&ctx.artifact_dir) {
             Err(e) => Err(reelflow_dag::TaskError::retryable(format!(
                 "cannot create the artifact folder {}: {e}",
@@ -338,44 +389,41 @@ impl Engine {
                     Ok(r) => r,
                     Err(_) => {
                         let _ = cancel_tx.send(true);
-                        Err(reelflow_dag::TaskError {
-                            kind: ErrorKind::Retryable,
-                            message: format!("timed out after {} s", spec.retry.timeout_secs),
-                        })
+                        timed_out = true;
+                        Err(reelflow_dag::TaskError::retryable(format!(
+                            "timed out after {} s",
+                            spec.retry.timeout_secs
+                        )))
                     }
                 }
             }
         };
         heartbeat.abort();
         forward.abort();
-        let timed_out = matches!(&result, Err(e) if e.message.starts_with("timed out after"));
         let outcome = match result {
             Ok(out) => Outcome::Success(out),
             Err(e) => {
-                let retry_in = match e.kind {
-                    ErrorKind::Retryable | ErrorKind::Cancelled => {
-                        Some(spec.retry.delay_after(claimed.try_number.max(1) as u32, random_unit()))
+                let (outcome, end) = if timed_out {
+                    (AttemptOutcome::Timeout, TryEnd::Retryable)
+                } else {
+                    match e.kind {
+                        // A try stopped by a shutdown (or by self-fencing) goes back to the queue at
+                        // once and does not use up the task's tries.
+                        ErrorKind::Cancelled => (AttemptOutcome::Cancelled, TryEnd::Interrupted),
+                        ErrorKind::Retryable => (AttemptOutcome::Failed, TryEnd::Retryable),
+                        ErrorKind::Fatal => (AttemptOutcome::Failed, TryEnd::Fatal),
                     }
-                    ErrorKind::Fatal => None,
                 };
-                // A cancelled try (shutdown) goes back to the queue at once for the next worker.
-                let retry_in = if e.kind == ErrorKind::Cancelled {
-                    Some(Duration::ZERO)
-                } else {
-                    retry_in
+                let retry_in = match end {
+                    TryEnd::Retryable => spec.retry.delay_after(claimed.try_number.max(1) as u32, random_unit()),
+                    TryEnd::Interrupted | TryEnd::Fatal => Duration::ZERO,
                 };
-                let kind = if timed_out {
-                    "timeout"
-                } else if e.kind == ErrorKind::Cancelled {
-                    "cancelled"
-                } else {
-                    "failed"
-                };
-                tracing::warn!(error = %e.message, retryable = retry_in.is_some(), "task failed");
+                tracing::warn!(error = %e.message, retryable = end != TryEnd::Fatal, outcome = %outcome, "task failed");
                 Outcome::Failed {
                     error: e.message,
+                    outcome,
+                    end,
                     retry_in,
-                    kind,
                 }
             }
         };
@@ -383,14 +431,14 @@ impl Engine {
         let ok = matches!(outcome, Outcome::Success(_));
         let outcome_label = match &outcome {
             Outcome::Success(out) => {
-                crate::metrics::observe_output(&claimed.task_id, out);
-                "success"
+                crate::metrics::observe(&claimed.task_id, &task.measures(out));
+                AttemptOutcome::Success.as_str()
             }
-            Outcome::Failed { kind, .. } => kind,
+            Outcome::Failed { outcome, .. } => outcome.as_str(),
         };
         let mut recorded = None;
         for i in 0..5 {
-            match runs::finish(&self.pool, &dag.spec, &claimed, outcome.clone()).await {
+            match runs::finish(&self.pool, &claimed, outcome.clone()).await {
                 Ok(r) => {
                     recorded = Some(r);
                     break;
@@ -401,7 +449,6 @@ impl Engine {
                 }
             }
         }
-        self.stats.running.fetch_sub(1, Ordering::Relaxed);
         METRICS.running_tasks.inc_by(&[], -1.0);
         let secs = started.elapsed().as_secs_f64();
         let labels = [("dag", claimed.dag_id.as_str()), ("task", claimed.task_id.as_str())];
@@ -411,18 +458,17 @@ impl Engine {
                 METRICS
                     .task_attempts
                     .inc(&[labels[0], labels[1], ("outcome", outcome_label)]);
-                if state == "up_for_retry" {
+                if state == TaskState::UpForRetry {
                     METRICS.task_retries.inc(&labels);
                 }
                 if let Some(end) = &run_end {
                     record_run_end(end);
                 }
-                tracing::info!(state, seconds = secs, success = ok, "task finished");
+                tracing::info!(state = %state, seconds = secs, success = ok, "task finished");
                 ok && run_end.is_none()
             }
             Some(Recorded::Fenced) => {
                 METRICS.fenced_results.inc(&[]);
-                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     seconds = secs,
                     lost_lease = lost_lease.load(Ordering::Relaxed),

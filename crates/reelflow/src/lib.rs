@@ -8,6 +8,7 @@ pub mod engine;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod process;
 pub mod progress;
 pub mod reports_api;
 pub mod serve;

@@ -210,52 +210,20 @@ families! {
 /// The process-wide registry.
 pub static METRICS: Metrics = Metrics::new();
 
-/// Records what a successful task produced: bytes, rows and rejects.
-pub fn observe_output(task: &str, out: &serde_json::Value) {
+/// Records what a task's output measured ([`reelflow_dag::Stage::measures`]).
+pub fn observe(task: &str, measures: &[reelflow_dag::Measure]) {
+    use reelflow_dag::Measure;
     let m = &METRICS;
-    match task {
-        "fetch" if out["reused"].as_bool() != Some(true) => {
-            m.fetch_bytes.inc_by(&[], out["size"].as_f64().unwrap_or(0.0));
-        }
-        "clean" => {
-            let manifest = &out["manifest"];
-            if let Some(tables) = manifest["tables"].as_object() {
-                for (table, t) in tables {
-                    let n = t["rows"].as_f64().unwrap_or(0.0);
-                    m.rows
-                        .inc_by(&[("stage", "clean"), ("table", table), ("outcome", "accepted")], n);
-                }
-            }
-            if let Some(files) = manifest["files"].as_object() {
-                for (file, f) in files {
-                    if let Some(rejected) = f["rejected"].as_object() {
-                        for (reason, n) in rejected {
-                            m.rejected_rows
-                                .inc_by(&[("file", file), ("reason", reason)], n.as_f64().unwrap_or(0.0));
-                        }
-                    }
-                    let rejected: f64 = f["rejected"]
-                        .as_object()
-                        .map(|r| r.values().filter_map(|v| v.as_f64()).sum())
-                        .unwrap_or(0.0);
-                    m.rows.inc_by(
-                        &[("stage", "clean"), ("table", file), ("outcome", "rejected")],
-                        rejected,
-                    );
-                }
+    for measure in measures {
+        match measure {
+            Measure::Downloaded(n) => m.fetch_bytes.inc_by(&[], *n as f64),
+            Measure::Rows { table, outcome, n } => m
+                .rows
+                .inc_by(&[("stage", task), ("table", table), ("outcome", outcome)], *n as f64),
+            Measure::Rejected { file, reason, n } => {
+                m.rejected_rows.inc_by(&[("file", file), ("reason", reason)], *n as f64)
             }
         }
-        "load" if out["reused"].as_bool() != Some(true) => {
-            if let Some(rows) = out["rows"].as_object() {
-                for (table, n) in rows {
-                    m.rows.inc_by(
-                        &[("stage", "load"), ("table", table), ("outcome", "loaded")],
-                        n.as_f64().unwrap_or(0.0),
-                    );
-                }
-            }
-        }
-        _ => {}
     }
 }
 

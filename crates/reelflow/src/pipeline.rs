@@ -6,94 +6,172 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use reelflow_dag::{DagSpec, Period, Task, TaskSpec};
+use reelflow_clean::{CleanInput, CleanOutput, CleanTask};
+use reelflow_dag::{BoxFuture, DagSpec, Measure, Period, Stage, Task, TaskContext, TaskError, TaskSpec, TaskState};
+use reelflow_fetch::FetchTask;
+use reelflow_load::{LoadTask, PublishTask};
 use reelflow_store::runs::{self, AttemptInfo, RunInfo, TaskInstanceInfo};
 use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::engine::{Dag, Engine, EngineConfig};
 
-/// Task ids of the DAG, in order; each depends on the one before.
-pub const TASKS: [&str; 4] = ["fetch", "clean", "load", "publish"];
+/// The DAG `movies_monthly`, declared once: each task (its id is its stage's `ID`) with the
+/// tasks it depends on. The engine and the store assume nothing else about its shape.
+///
+/// To add a task: implement [`Stage`] for it (its `Input` names the upstream outputs it reads),
+/// implement [`Node`] (how it is built from the configuration), and add one line here.
+fn declare(d: &mut impl Declare) {
+    d.task::<FetchTask>(&[]);
+    d.task::<CleanUnlessUnchanged>(&[FetchTask::ID]);
+    d.task::<LoadTask>(&[CleanUnlessUnchanged::ID]);
+    d.task::<PublishTask>(&[LoadTask::ID]);
+}
+
+/// A task of the DAG: a [`Stage`] that can be built from the configuration.
+pub trait Node: Stage + Sized {
+    fn build(cfg: &Config, pool: &PgPool) -> anyhow::Result<Self>;
+}
+
+/// What [`declare`] is read by: once for the DAG's shape, once for its code.
+trait Declare {
+    fn task<N: Node>(&mut self, upstream: &[&'static str]);
+}
+
+struct Specs<'a> {
+    cfg: &'a Config,
+    tasks: Vec<TaskSpec>,
+}
+
+impl Declare for Specs<'_> {
+    fn task<N: Node>(&mut self, upstream: &[&'static str]) {
+        self.tasks.push(TaskSpec {
+            id: N::ID.to_string(),
+            upstream: upstream.iter().map(|u| u.to_string()).collect(),
+            retry: self.cfg.tasks.get(N::ID).cloned().unwrap_or_default(),
+        });
+    }
+}
+
+struct Code<'a> {
+    cfg: &'a Config,
+    pool: &'a PgPool,
+    tasks: anyhow::Result<Vec<Arc<dyn Task>>>,
+}
+
+impl Declare for Code<'_> {
+    fn task<N: Node>(&mut self, _upstream: &[&'static str]) {
+        if let Ok(tasks) = &mut self.tasks {
+            match N::build(self.cfg, self.pool) {
+                Ok(t) => tasks.push(Arc::new(t)),
+                Err(e) => self.tasks = Err(e),
+            }
+        }
+    }
+}
 
 /// The DAG's shape and retry policies from the configuration.
 pub fn dag_spec(cfg: &Config) -> DagSpec {
-    let tasks = TASKS
-        .iter()
-        .enumerate()
-        .map(|(i, id)| TaskSpec {
-            id: id.to_string(),
-            upstream: if i == 0 { vec![] } else { vec![TASKS[i - 1].to_string()] },
-            retry: cfg.tasks.get(*id).cloned().unwrap_or_default(),
-        })
-        .collect();
-    DagSpec::new(cfg.dag_id.clone(), tasks).expect("the built-in DAG is valid")
+    let mut specs = Specs { cfg, tasks: vec![] };
+    declare(&mut specs);
+    DagSpec::new(cfg.dag_id.clone(), specs.tasks).expect("the declared DAG is valid")
 }
 
 /// The DAG's task code.
 pub fn tasks(cfg: &Config, pool: &PgPool) -> anyhow::Result<Vec<Arc<dyn Task>>> {
-    let source = reelflow_fetch::Source::parse(&cfg.source)?;
-    Ok(vec![
-        Arc::new(reelflow_fetch::FetchTask {
-            source,
+    let mut code = Code {
+        cfg,
+        pool,
+        tasks: Ok(vec![]),
+    };
+    declare(&mut code);
+    code.tasks
+}
+
+impl Node for FetchTask {
+    fn build(cfg: &Config, _pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(FetchTask {
+            source: reelflow_fetch::Source::parse(&cfg.source)?,
             config: cfg.fetch.to_fetch_config(),
-        }),
-        Arc::new(CleanUnlessUnchanged {
-            clean: reelflow_clean::CleanTask {
+        })
+    }
+}
+
+impl Node for CleanUnlessUnchanged {
+    fn build(cfg: &Config, pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(CleanUnlessUnchanged {
+            clean: CleanTask {
                 config: reelflow_clean::CleanConfig {
                     max_entry_bytes: cfg.clean.max_entry_bytes,
                 },
             },
             pool: pool.clone(),
             reuse: cfg.load.reuse_unchanged,
-        }),
-        Arc::new(reelflow_load::LoadTask {
+        })
+    }
+}
+
+impl Node for LoadTask {
+    fn build(cfg: &Config, pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(LoadTask {
             pool: pool.clone(),
             config: cfg.load.clone(),
-        }),
-        Arc::new(reelflow_load::PublishTask {
+        })
+    }
+}
+
+impl Node for PublishTask {
+    fn build(cfg: &Config, pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(PublishTask {
             pool: pool.clone(),
             config: cfg.load.clone(),
-        }),
-    ])
+        })
+    }
 }
 
 /// The `clean` task, which first asks whether cleaning is needed at all: when the period's
 /// kept snapshot was built from a source with the SHA-256 that fetch just saw, by this same
-/// build ([`reelflow_load::build_id`]), it outputs `{"unchanged_snapshot": id}` and load and
+/// build ([`reelflow_load::build_id`]), it outputs [`CleanOutput::Unchanged`] and load and
 /// publish pass that snapshot through without touching the database. `load.reuse_unchanged =
 /// false` always cleans and reloads.
 pub struct CleanUnlessUnchanged {
-    pub clean: reelflow_clean::CleanTask,
+    pub clean: CleanTask,
     pub pool: PgPool,
     pub reuse: bool,
 }
 
-impl Task for CleanUnlessUnchanged {
-    fn id(&self) -> &'static str {
-        "clean"
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a reelflow_dag::TaskContext,
-        inputs: &'a reelflow_dag::Outputs,
-    ) -> reelflow_dag::BoxFuture<'a, Result<serde_json::Value, reelflow_dag::TaskError>> {
+impl Stage for CleanUnlessUnchanged {
+    const ID: &'static str = CleanTask::ID;
+    type Input = CleanInput;
+    type Output = CleanOutput;
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext, input: CleanInput) -> BoxFuture<'a, Result<CleanOutput, TaskError>> {
         Box::pin(async move {
-            let sha = inputs.get("fetch").and_then(|f| f["sha256"].as_str());
-            if let (true, Some(sha)) = (self.reuse, sha) {
-                let found =
-                    reelflow_load::unchanged_snapshot(&self.pool, &ctx.dag_id, &ctx.period.to_string(), sha).await?;
-                if let Some(id) = found {
+            if self.reuse {
+                let sha = &input.fetch.sha256;
+                let period = ctx.period.to_string();
+                if let Some(id) = reelflow_load::unchanged_snapshot(&self.pool, &ctx.dag_id, &period, sha).await? {
                     tracing::info!(
                         snapshot_id = id,
-                        sha256 = sha,
+                        sha256 = %sha,
                         "source unchanged since snapshot {id}: nothing to clean or load"
                     );
-                    return Ok(serde_json::json!({ "unchanged_snapshot": id, "source_sha256": sha }));
+                    return Ok(CleanOutput::Unchanged {
+                        unchanged_snapshot: id,
+                        source_sha256: sha.clone(),
+                    });
                 }
             }
-            self.clean.run(ctx, inputs).await
+            Stage::run(&self.clean, ctx, input).await
         })
+    }
+
+    fn measures(out: &CleanOutput) -> Vec<Measure> {
+        out.measures()
+    }
+
+    fn summary(out: &CleanOutput) -> Vec<String> {
+        out.summary()
     }
 }
 
@@ -121,6 +199,8 @@ pub struct RunReport {
     pub attempts: Vec<AttemptInfo>,
     /// Outputs of the tasks that succeeded, keyed by task id.
     pub outputs: reelflow_dag::Outputs,
+    /// What the stages' outputs say ([`Stage::summary`]), in the DAG's order.
+    pub summary: Vec<String>,
 }
 
 /// Runs `period` in this process through the engine: creates the run (or takes over an
@@ -139,45 +219,22 @@ pub async fn run_period_with(
     progress: Option<crate::progress::Latest>,
 ) -> anyhow::Result<RunReport> {
     let dag = dag(cfg, pool)?;
-    let (run, created) = runs::ensure_run(pool, &dag.spec, &period.to_string(), "manual", rerun).await?;
     let origin = "cli";
-    if created {
-        let action = if rerun { "rerun" } else { "trigger" };
-        runs::record_action(
-            pool,
-            origin,
-            action,
-            Some(&dag.spec.id),
-            Some(&run.period),
-            Some(run.id),
-            None,
-            serde_json::json!({}),
-        )
-        .await?;
-    } else if run.state == "success" {
-        return report(pool, run, true).await;
-    } else if run.state == "failed" {
+    let triggered = crate::ops::trigger(pool, &dag.spec, period, rerun, "manual", origin).await?;
+    let run = triggered.run;
+    if !triggered.created && run.state == reelflow_dag::RunState::Success {
+        return report(pool, &dag, run, true).await;
+    } else if !triggered.created && run.state == reelflow_dag::RunState::Failed {
         let tis = runs::task_instances(pool, run.id).await?;
-        for ti in tis.iter().filter(|t| t.state == "failed") {
+        for ti in tis.iter().filter(|t| t.state == TaskState::Failed) {
             tracing::info!(run_id = run.id, task = %ti.task_id, "retrying the failed task of an earlier attempt at this period");
-            runs::retry_task(pool, &dag.spec, run.id, &ti.task_id, false).await?;
-            runs::record_action(
-                pool,
-                origin,
-                "retry",
-                Some(&dag.spec.id),
-                Some(&run.period),
-                Some(run.id),
-                Some(&ti.task_id),
-                serde_json::json!({"downstream": false}),
-            )
-            .await?;
+            crate::ops::retry(pool, &dag.spec, run.id, &ti.task_id, false, origin).await?;
         }
-    } else {
+    } else if !triggered.created {
         tracing::info!(run_id = run.id, state = %run.state, "the period's run is in progress or was interrupted; taking part in it");
     }
 
-    let engine = Arc::new(Engine::new(pool.clone(), vec![dag], engine_config(cfg)));
+    let engine = Arc::new(Engine::new(pool.clone(), vec![dag.clone()], engine_config(cfg)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopper = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -194,7 +251,7 @@ pub async fn run_period_with(
     result?;
     stopper.abort();
     let run = runs::get_run(pool, run.id).await?;
-    if run.state != "success" && run.state != "failed" {
+    if !run.state.is_finished() {
         bail!(
             "run {} of {} for {} was interrupted (state {}); `reelflow run --period {}` takes it over",
             run.id,
@@ -204,16 +261,24 @@ pub async fn run_period_with(
             run.period
         );
     }
-    report(pool, run, false).await
+    report(pool, &dag, run, false).await
 }
 
-async fn report(pool: &PgPool, run: RunInfo, already_done: bool) -> anyhow::Result<RunReport> {
+async fn report(pool: &PgPool, dag: &Dag, run: RunInfo, already_done: bool) -> anyhow::Result<RunReport> {
     let tasks = runs::task_instances(pool, run.id).await?;
     let attempts = runs::attempts(pool, run.id).await?;
-    let outputs = tasks
+    let outputs: reelflow_dag::Outputs = tasks
         .iter()
-        .filter(|t| t.state == "success")
+        .filter(|t| t.state == TaskState::Success)
         .filter_map(|t| Some((t.task_id.clone(), t.outputs.clone()?)))
+        .collect();
+    // Each stage says what its output means; the summary follows the DAG's order.
+    let summary = dag
+        .spec
+        .tasks
+        .iter()
+        .filter_map(|t| Some((dag.tasks.get(&t.id)?, outputs.get(&t.id)?)))
+        .flat_map(|(task, out)| task.summary(out))
         .collect();
     Ok(RunReport {
         run,
@@ -221,17 +286,18 @@ async fn report(pool: &PgPool, run: RunInfo, already_done: bool) -> anyhow::Resu
         tasks,
         attempts,
         outputs,
+        summary,
     })
 }
 
 impl RunReport {
     pub fn succeeded(&self) -> bool {
-        self.run.state == "success"
+        self.run.state == reelflow_dag::RunState::Success
     }
 
     /// One paragraph naming what failed, for a failed run.
     pub fn failure(&self) -> anyhow::Error {
-        let failed = self.tasks.iter().find(|t| t.state == "failed");
+        let failed = self.tasks.iter().find(|t| t.state == TaskState::Failed);
         match failed {
             Some(t) => {
                 let last = self.attempts.iter().rev().find(|a| a.task_id == t.task_id);
@@ -263,7 +329,6 @@ impl RunReport {
 
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let o = &self.outputs;
         if self.already_done {
             let _ = writeln!(
                 s,
@@ -279,70 +344,8 @@ impl RunReport {
             "reelflow: run {} of {} for period {}: {}",
             self.run.id, self.run.dag_id, self.run.period, self.run.state
         );
-        if let Some(f) = o.get("fetch") {
-            let _ = writeln!(
-                s,
-                "fetch: {} bytes from {}{} (sha256 {})",
-                f["size"],
-                f["source"].as_str().unwrap_or("?"),
-                if f["reused"].as_bool() == Some(true) {
-                    ", unchanged: reused the earlier download"
-                } else {
-                    ""
-                },
-                f["sha256"].as_str().unwrap_or("?")
-            );
-        }
-        if let Some(id) = o.get("clean").and_then(|c| c["unchanged_snapshot"].as_i64()) {
-            let _ = writeln!(
-                s,
-                "clean: source unchanged since snapshot {id} (same SHA-256, same build): nothing cleaned or reloaded"
-            );
-        }
-        if let Some(files) = o.get("clean").and_then(|c| c["manifest"]["files"].as_object()) {
-            let _ = writeln!(s, "clean:");
-            for (file, fm) in files {
-                let rejected = fm["rejected"].as_object();
-                let total: u64 = rejected
-                    .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-                    .unwrap_or(0);
-                let detail = rejected
-                    .map(|m| m.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(", "))
-                    .filter(|d| !d.is_empty())
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    s,
-                    "  {file:<20} {:>10} accepted {total:>6} rejected{detail}",
-                    fm["accepted"].as_u64().unwrap_or(0)
-                );
-            }
-        }
-        if let Some(l) = o.get("load").filter(|l| l["reused"] != true) {
-            let _ = writeln!(
-                s,
-                "load: snapshot {} ({})",
-                l["snapshot_id"],
-                l["schema"].as_str().unwrap_or("?")
-            );
-            if let Some(rows) = l["rows"].as_object() {
-                for (t, n) in rows {
-                    let _ = writeln!(s, "  {t:<20} {:>10} rows", n.as_u64().unwrap_or(0));
-                }
-            }
-        }
-        if let Some(p) = o.get("publish").filter(|p| p["current"] == false) {
-            let _ = writeln!(
-                s,
-                "publish: snapshot {} kept for {}; `movies` stays on a newer period",
-                p["snapshot_id"], self.run.period
-            );
-        } else if let Some(p) = o.get("publish") {
-            let _ = writeln!(
-                s,
-                "publish: snapshot {} is now the schema `movies` (replaced: {}, dropped: {})",
-                p["snapshot_id"], p["replaced"], p["dropped"]
-            );
+        for line in &self.summary {
+            let _ = writeln!(s, "{line}");
         }
         let _ = writeln!(s, "tasks:");
         for t in &self.tasks {

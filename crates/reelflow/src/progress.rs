@@ -8,6 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use reelflow_dag::TaskState;
 use sqlx::PgPool;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
@@ -102,7 +103,7 @@ impl Renderer {
         let (stop, mut rx) = tokio::sync::watch::channel(false);
         let handle = tokio::spawn(async move {
             let started = Instant::now();
-            let mut tasks: Vec<(String, String)> = Vec::new();
+            let mut tasks: Vec<(String, TaskState)> = Vec::new();
             let mut tick = 0u32;
             loop {
                 if tick.is_multiple_of(5) {
@@ -136,8 +137,8 @@ impl Renderer {
     }
 }
 
-fn render(tasks: &[(String, String)], detail: &str, elapsed: Duration) -> String {
-    let done = tasks.iter().filter(|(_, s)| s == "success").count();
+fn render(tasks: &[(String, TaskState)], detail: &str, elapsed: Duration) -> String {
+    let done = tasks.iter().filter(|(_, s)| *s == TaskState::Success).count();
     let width = 24;
     let filled = if tasks.is_empty() {
         0
@@ -150,9 +151,12 @@ fn render(tasks: &[(String, String)], detail: &str, elapsed: Duration) -> String
         "-".repeat(width - filled),
         tasks.len()
     );
-    if let Some((id, state)) = tasks.iter().find(|(_, s)| s == "running" || s == "up_for_retry") {
+    if let Some((id, state)) = tasks
+        .iter()
+        .find(|(_, s)| matches!(s, TaskState::Running | TaskState::UpForRetry))
+    {
         let _ = write!(s, "{id} {state}");
-        if state == "running" && !detail.is_empty() {
+        if *state == TaskState::Running && !detail.is_empty() {
             let _ = write!(s, ": {detail}");
         }
     }
@@ -174,14 +178,14 @@ mod tests {
 
     #[test]
     fn renders_a_bar_with_the_running_task() {
-        let tasks: Vec<(String, String)> = [
-            ("fetch", "success"),
-            ("clean", "running"),
-            ("load", "none"),
-            ("publish", "none"),
+        let tasks: Vec<(String, TaskState)> = [
+            ("fetch", TaskState::Success),
+            ("clean", TaskState::Running),
+            ("load", TaskState::None),
+            ("publish", TaskState::None),
         ]
         .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .map(|(a, b)| (a.to_string(), *b))
         .collect();
         let line = render(
             &tasks,

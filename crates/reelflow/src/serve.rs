@@ -147,9 +147,12 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
         let grace = Duration::from_secs(cfg.engine.shutdown_grace_secs);
         tokio::spawn(async move { engine.run(None, stop, grace).await })
     };
+    // The HTTP server outlives the drain: /readyz answers 503 from the first moment of the
+    // shutdown, while /livez and /metrics keep answering until the process exits.
+    let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
     let http = {
         let app = api::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let mut stop = stop_rx.clone();
+        let mut stop = http_stop_rx;
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -169,8 +172,9 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
         Ok(Err(e)) => tracing::warn!(error = %e, "executor stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "executor task failed"),
     }
-    http.await.ok();
     runs::worker_stopped(&pool, &worker).await.ok();
+    let _ = http_stop_tx.send(true);
+    http.await.ok();
     tracing::info!("reelflow serve stopped");
     Ok(())
 }

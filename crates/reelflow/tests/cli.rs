@@ -389,3 +389,104 @@ async fn secrets_never_appear_in_errors_or_logs() {
     );
     assert!(!text(&out).contains("wrong-s3cr3t-value"), "{}", text(&out));
 }
+
+/// A rolling restart as Kubernetes does it, with `max_tries = 1` on every task: replica A is
+/// SIGTERMed while its fetch is stalled. While it drains, `/readyz` answers 503 at once and
+/// `/livez` and `/metrics` keep answering; its try is cancelled, recorded as `cancelled`, and
+/// goes back to the queue without using up the single try. Replica B, started afterwards,
+/// takes the task and the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_drains_like_a_pod_and_does_not_fail_the_month() {
+    let db = TestDb::new().await;
+    let s3 = S3Server::start(None).await;
+    s3.put("public-data", "movies.zip", &fixture::zip());
+    let proxy = FaultProxy::start(
+        s3.addr,
+        Fault::Stall {
+            after: 100,
+            pause: Duration::from_secs(120),
+        },
+        100,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let one_try = |c: &mut Command| {
+        for task in ["FETCH", "CLEAN", "LOAD", "PUBLISH"] {
+            c.env(format!("REELFLOW_TASKS_{task}_MAX_TRIES"), "1");
+        }
+        c.env("REELFLOW_SOURCE", "s3://public-data/movies.zip")
+            .env("REELFLOW_ENGINE_SHUTDOWN_GRACE_SECS", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    };
+    let mut a = reelflow(&db, dir.path(), &proxy.endpoint);
+    one_try(&mut a);
+    let (mut child, addr) = spawn_serve(&mut a).await;
+    let r = http::request(
+        addr,
+        "POST",
+        "/api/v1/runs",
+        &[("Authorization", "Bearer t0ken"), ("Content-Type", "application/json")],
+        Some(r#"{"period":"2026-11"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running: i64 = sqlx::query_scalar("SELECT count(*) FROM reelflow.task_instances WHERE state = 'running'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if running == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fetch never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // While draining (the grace is 3 s and fetch is stalled, so the drain lasts that long).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "replica A should still be draining"
+    );
+    let ready = http::request(addr, "GET", "/readyz", &[], None).await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let live = http::request(addr, "GET", "/livez", &[], None).await;
+    assert_eq!(live.status, 200, "{}", live.body);
+    let metrics = http::request(addr, "GET", "/metrics", &[], None).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("reelflow_running_tasks"), "{}", metrics.body);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "replica A exit {status:?}");
+
+    // Replica B (straight to the store, no stall) finishes the month.
+    let mut b = reelflow(&db, dir.path(), &s3.endpoint);
+    one_try(&mut b);
+    let (mut child_b, _) = spawn_serve(&mut b).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state: String = sqlx::query_scalar("SELECT state FROM reelflow.dag_runs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if state == "success" {
+            break;
+        }
+        assert_ne!(state, "failed", "the rolling restart failed the month");
+        assert!(Instant::now() < deadline, "replica B did not finish the run");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let outcomes: Vec<(String, String)> = sqlx::query_as("SELECT task_id, outcome FROM reelflow.attempts ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0], ("fetch".to_string(), "cancelled".to_string()));
+    assert!(outcomes[1..].iter().all(|(_, o)| o == "success"), "{outcomes:?}");
+    let _ = Command::new("kill").args(["-TERM", &child_b.id().to_string()]).status();
+    let _ = child_b.wait();
+}

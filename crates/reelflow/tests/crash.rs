@@ -422,3 +422,57 @@ async fn full_artifact_volume_fails_clearly_frees_its_files_and_recovers() {
         8
     );
 }
+
+/// `kill -9` of a foreground `reelflow run` on this machine: the next `reelflow run` sees that
+/// the process holding the lease is gone (same host and boot, pid no longer alive) and takes
+/// the task over at once, with the production lease (60 s) and retry delay (30 s) in force.
+/// The crashed try is recorded as `lease_expired`, counted as an interruption, and does not
+/// use up the task's tries (clean keeps its default budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_on_this_machine_is_taken_over_without_waiting_for_the_lease() {
+    let s3 = S3Server::start(None).await;
+    s3.put("bucket", "the-movies-dataset.zip", &fixture::zip());
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let production = |c: &mut Command| {
+        c.env("REELFLOW_ENGINE_LEASE_SECS", "60")
+            .env("REELFLOW_ENGINE_HEARTBEAT_SECS", "10");
+        for task in ["FETCH", "CLEAN", "LOAD", "PUBLISH"] {
+            c.env(format!("REELFLOW_TASKS_{task}_INITIAL_DELAY_SECS"), "30");
+        }
+    };
+    let mut first = reelflow(&db, dir.path(), &s3.endpoint);
+    production(&mut first);
+    let crashed = first.env("REELFLOW_FAILPOINTS", "clean.mid_ratings").output().unwrap();
+    assert_eq!(
+        crashed.status.signal(),
+        Some(6),
+        "expected an abort: {:?}",
+        crashed.status
+    );
+
+    let started = std::time::Instant::now();
+    let mut second = reelflow(&db, dir.path(), &s3.endpoint);
+    production(&mut second);
+    let out = second.output().unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        took < std::time::Duration::from_secs(40),
+        "the takeover waited for the lease or the backoff: {took:?}"
+    );
+    let clean: (String, i32, i32, i32) = sqlx::query_as(
+        "SELECT state, try_number, interruptions, max_tries FROM reelflow.task_instances WHERE task_id = 'clean'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(clean.0, "success");
+    assert_eq!((clean.1, clean.2), (2, 1), "two tries, one of them interrupted");
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM reelflow.attempts WHERE task_id = 'clean' ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcomes, ["lease_expired", "success"]);
+}

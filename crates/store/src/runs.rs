@@ -3,19 +3,23 @@
 //!
 //! Invariants:
 //! - One run per (dag, period): creation is `INSERT ... ON CONFLICT DO NOTHING`.
+//! - A run records the shape of its DAG (`dag_runs.dag_shape`) and is settled by that shape.
+//!   A rerun, retry or mark brings the run up to the caller's DAG first, adding rows for new
+//!   tasks ([`sync_shape`]); a task of the shape without a row is an error, never "satisfied".
 //! - A task instance is claimed with `FOR UPDATE SKIP LOCKED`, so one attempt runs on exactly one
 //!   worker; the claim creates an attempt row whose id is the fencing token stored in
 //!   `task_instances.attempt_id`. Heartbeats and results are accepted only while that token is
 //!   current: a worker whose lease expired or was taken over cannot record over a newer attempt.
-//! - After every change of a task's state the run is *settled*: waiting tasks whose upstream all
-//!   succeeded become `queued`, those with a failed upstream `upstream_failed`, and the run's own
-//!   state follows from its tasks.
+//! - Every change of task states ends with [`settle`] in the same transaction; the decisions
+//!   are the pure functions of `reelflow_dag::state`, this module only applies them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reelflow_dag::{DagSpec, Outputs};
+use reelflow_dag::{
+    AttemptOutcome, Budget, DagShape, DagSpec, Outputs, RunState, StateError, States, TaskState, TryEnd, UnknownState,
+};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
@@ -30,20 +34,28 @@ pub enum RunError {
     NoRun(i64),
     #[error("run {run_id} has no task {task_id}")]
     NoTask { run_id: i64, task_id: String },
-    #[error("unknown DAG {0}")]
-    NoDag(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("run {run_id}: {source}")]
+    State { run_id: i64, source: StateError },
+    #[error("the store holds a state this version does not know: {0}")]
+    UnknownState(#[from] UnknownState),
+    #[error("run {run_id} records a DAG shape that cannot be read: {message}")]
+    BadShape { run_id: i64, message: String },
 }
 
 impl RunError {
     pub fn is_not_found(&self) -> bool {
-        matches!(self, RunError::NoRun(_) | RunError::NoTask { .. } | RunError::NoDag(_))
+        matches!(self, RunError::NoRun(_) | RunError::NoTask { .. })
     }
 }
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+fn parse<T: std::str::FromStr<Err = UnknownState>>(text: String) -> Result<T, RunError> {
+    Ok(text.parse::<T>()?)
 }
 
 /// A row of `dag_runs`.
@@ -52,9 +64,11 @@ pub struct RunInfo {
     pub id: i64,
     pub dag_id: String,
     pub period: String,
-    pub state: String,
+    pub state: RunState,
     pub trigger: String,
     pub generation: i32,
+    /// Fingerprint of the DAG shape the run follows ([`DagShape::version`]).
+    pub dag_version: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -66,9 +80,11 @@ pub struct TaskInstanceInfo {
     pub id: i64,
     pub run_id: i64,
     pub task_id: String,
-    pub state: String,
+    pub state: TaskState,
     pub try_number: i32,
     pub max_tries: i32,
+    /// Tries stopped by the platform (not counted against `max_tries`).
+    pub interruptions: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
@@ -89,7 +105,7 @@ pub struct AttemptInfo {
     pub worker: String,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub retryable: Option<bool>,
     pub error: Option<String>,
 }
@@ -104,7 +120,6 @@ pub struct Claimed {
     pub period: String,
     pub task_id: String,
     pub try_number: i32,
-    pub max_tries: i32,
     /// Outputs of the run's tasks that have succeeded, keyed by task id.
     pub inputs: Outputs,
 }
@@ -113,11 +128,14 @@ pub struct Claimed {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Success(serde_json::Value),
-    /// `retry_in`: None means do not retry (fatal, or no tries left is decided here too).
     Failed {
         error: String,
-        retry_in: Option<Duration>,
-        kind: &'static str,
+        /// What the attempt row records: `failed`, `timeout` or `cancelled`.
+        outcome: AttemptOutcome,
+        /// Whether it counts against the retry budget and whether a retry can help.
+        end: TryEnd,
+        /// Delay before the next try, if the budget allows one.
+        retry_in: Duration,
     },
 }
 
@@ -125,7 +143,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunEnd {
     pub dag_id: String,
-    pub state: String,
+    pub state: RunState,
     pub seconds: f64,
 }
 
@@ -133,6 +151,8 @@ pub struct RunEnd {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expired {
     pub ti_id: i64,
+    pub run_id: i64,
+    pub period: String,
     pub dag_id: String,
     pub task_id: String,
     pub retried: bool,
@@ -143,37 +163,52 @@ pub struct Expired {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
     /// The result was recorded; the task is now in this state, and the run may have ended.
-    Accepted(&'static str, Option<RunEnd>),
+    Accepted(TaskState, Option<RunEnd>),
     /// The attempt no longer holds the lease: its result was refused.
     Fenced,
 }
 
-fn run_info(r: &sqlx::postgres::PgRow) -> RunInfo {
-    RunInfo {
-        id: r.get("id"),
+fn run_info(r: &sqlx::postgres::PgRow) -> Result<RunInfo, RunError> {
+    let id: i64 = r.get("id");
+    Ok(RunInfo {
+        id,
         dag_id: r.get("dag_id"),
         period: r.get("period"),
-        state: r.get("state"),
+        state: parse(r.get("state"))?,
         trigger: r.get("trigger"),
         generation: r.get("generation"),
+        dag_version: shape_of(id, r.get("dag_shape"))?.version(),
         created_at: r.get("created_at"),
         started_at: r.get("started_at"),
         ended_at: r.get("ended_at"),
-    }
+    })
 }
 
-const RUN_COLS: &str = "id, dag_id, period, state, trigger, generation, created_at, started_at, ended_at";
-const TI_COLS: &str = "id, run_id, task_id, state, try_number, max_tries, next_attempt_at, lease_owner, \
+fn shape_of(run_id: i64, v: serde_json::Value) -> Result<DagShape, RunError> {
+    serde_json::from_value(v).map_err(|e| RunError::BadShape {
+        run_id,
+        message: e.to_string(),
+    })
+}
+
+fn shape_json(dag: &DagSpec) -> serde_json::Value {
+    serde_json::to_value(dag.shape()).expect("a DAG shape serialises")
+}
+
+const RUN_COLS: &str = "id, dag_id, period, state, trigger, generation, dag_shape, created_at, started_at, ended_at";
+const TI_COLS: &str =
+    "id, run_id, task_id, state, try_number, max_tries, interruptions, next_attempt_at, lease_owner, \
                        lease_expires_at, outputs, last_error, started_at, ended_at";
 
-fn ti_info(r: &sqlx::postgres::PgRow) -> TaskInstanceInfo {
-    TaskInstanceInfo {
+fn ti_info(r: &sqlx::postgres::PgRow) -> Result<TaskInstanceInfo, RunError> {
+    Ok(TaskInstanceInfo {
         id: r.get("id"),
         run_id: r.get("run_id"),
         task_id: r.get("task_id"),
-        state: r.get("state"),
+        state: parse(r.get("state"))?,
         try_number: r.get("try_number"),
         max_tries: r.get("max_tries"),
+        interruptions: r.get("interruptions"),
         next_attempt_at: r.get("next_attempt_at"),
         lease_owner: r.get("lease_owner"),
         lease_expires_at: r.get("lease_expires_at"),
@@ -181,11 +216,20 @@ fn ti_info(r: &sqlx::postgres::PgRow) -> TaskInstanceInfo {
         last_error: r.get("last_error"),
         started_at: r.get("started_at"),
         ended_at: r.get("ended_at"),
+    })
+}
+
+/// The state a task starts a fresh run in.
+fn initial_state(t: &reelflow_dag::TaskSpec) -> TaskState {
+    if t.upstream.is_empty() {
+        TaskState::Queued
+    } else {
+        TaskState::None
     }
 }
 
 /// Creates the run of `period` unless it exists. With `rerun`, a finished run is reset to run
-/// again (a run still in progress is left alone and reported as a conflict).
+/// again, following `dag` (a run still in progress is left alone and reported as a conflict).
 /// Returns the run and whether this call created or reset it.
 pub async fn ensure_run(
     pool: &PgPool,
@@ -196,24 +240,27 @@ pub async fn ensure_run(
 ) -> Result<(RunInfo, bool), RunError> {
     let mut tx = pool.begin().await?;
     let created = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO reelflow.dag_runs (dag_id, period, state, trigger) VALUES ($1, $2, 'queued', $3)
+        "INSERT INTO reelflow.dag_runs (dag_id, period, state, trigger, dag_shape) VALUES ($1, $2, 'queued', $3, $4)
          ON CONFLICT (dag_id, period) DO NOTHING RETURNING {RUN_COLS}"
     )))
     .bind(&dag.id)
     .bind(period)
     .bind(trigger)
+    .bind(shape_json(dag))
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = created {
-        let run = run_info(&row);
+        let run = run_info(&row)?;
         for t in &dag.tasks {
             sqlx::query(
-                "INSERT INTO reelflow.task_instances (run_id, task_id, state, max_tries) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO reelflow.task_instances (run_id, task_id, state, max_tries, max_interruptions)
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(run.id)
             .bind(&t.id)
-            .bind(if t.upstream.is_empty() { "queued" } else { "none" })
+            .bind(initial_state(t).as_str())
             .bind(t.retry.max_tries as i32)
+            .bind(t.retry.max_interruptions as i32)
             .execute(&mut *tx)
             .await?;
         }
@@ -227,17 +274,18 @@ pub async fn ensure_run(
     .bind(period)
     .fetch_one(&mut *tx)
     .await?;
-    let run = run_info(&row);
+    let run = run_info(&row)?;
     if !rerun {
         tx.commit().await?;
         return Ok((run, false));
     }
-    if run.state == "queued" || run.state == "running" {
+    if !run.state.is_finished() {
         return Err(RunError::Conflict(format!(
             "run {} of {} for {period} is still {}; wait for it or retry a task instead",
             run.id, dag.id, run.state
         )));
     }
+    sync_shape(&mut tx, dag, run.id).await?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE reelflow.dag_runs SET state = 'queued', trigger = $2, generation = generation + 1,
              started_at = NULL, ended_at = NULL, updated_at = now()
@@ -249,20 +297,63 @@ pub async fn ensure_run(
     .await?;
     for t in &dag.tasks {
         sqlx::query(
-            "UPDATE reelflow.task_instances SET state = $3, try_number = 0, max_tries = $4, next_attempt_at = NULL,
-                 attempt_id = NULL, lease_owner = NULL, lease_expires_at = NULL, outputs = NULL, last_error = NULL,
-                 started_at = NULL, ended_at = NULL, updated_at = now()
+            "UPDATE reelflow.task_instances SET state = $3, try_number = 0, max_tries = $4, interruptions = 0,
+                 max_interruptions = $5, next_attempt_at = NULL, attempt_id = NULL, lease_owner = NULL,
+                 lease_expires_at = NULL, outputs = NULL, last_error = NULL, started_at = NULL, ended_at = NULL,
+                 updated_at = now()
              WHERE run_id = $1 AND task_id = $2",
         )
         .bind(run.id)
         .bind(&t.id)
-        .bind(if t.upstream.is_empty() { "queued" } else { "none" })
+        .bind(initial_state(t).as_str())
         .bind(t.retry.max_tries as i32)
+        .bind(t.retry.max_interruptions as i32)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
-    Ok((run_info(&row), true))
+    Ok((run_info(&row)?, true))
+}
+
+/// Brings a run's recorded DAG shape up to `dag`: records the new shape and adds a waiting
+/// (`none`) task instance for every task the run has no row for. Rows of tasks `dag` no longer
+/// declares stay (with their history) and are ignored by [`settle`]. Returns the tasks added.
+pub async fn sync_shape(tx: &mut Tx<'_>, dag: &DagSpec, run_id: i64) -> Result<Vec<String>, RunError> {
+    let current: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT dag_shape FROM reelflow.dag_runs WHERE id = $1 FOR UPDATE")
+            .bind(run_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let current = current.ok_or(RunError::NoRun(run_id))?;
+    if shape_of(run_id, current)? == dag.shape() {
+        return Ok(vec![]);
+    }
+    sqlx::query("UPDATE reelflow.dag_runs SET dag_shape = $2, updated_at = now() WHERE id = $1")
+        .bind(run_id)
+        .bind(shape_json(dag))
+        .execute(&mut **tx)
+        .await?;
+    let mut added = Vec::new();
+    for t in &dag.tasks {
+        let n = sqlx::query(
+            "INSERT INTO reelflow.task_instances (run_id, task_id, state, max_tries, max_interruptions)
+             VALUES ($1, $2, 'none', $3, $4) ON CONFLICT (run_id, task_id) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(&t.id)
+        .bind(t.retry.max_tries as i32)
+        .bind(t.retry.max_interruptions as i32)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            added.push(t.id.clone());
+        }
+    }
+    if !added.is_empty() {
+        tracing::info!(run_id, added = ?added, "the run's DAG changed: task instances added");
+    }
+    Ok(added)
 }
 
 /// Moves queued runs of `dag_id` to running, oldest period first, while fewer than
@@ -303,11 +394,25 @@ pub async fn claim(
     dag_ids: &[String],
     only_run: Option<i64>,
 ) -> Result<Option<Claimed>, RunError> {
+    claim_in(pool, worker, lease, dag_ids, None, only_run).await
+}
+
+/// [`claim`], limited to the task ids in `tasks` when given: a worker claims only tasks it has
+/// code for, so during a rolling deploy that adds a task, older replicas leave it to newer ones.
+pub async fn claim_in(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+    dag_ids: &[String],
+    tasks: Option<&[String]>,
+    only_run: Option<i64>,
+) -> Result<Option<Claimed>, RunError> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
-        "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, ti.max_tries, r.dag_id, r.period, r.generation
+        "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, r.dag_id, r.period, r.generation
          FROM reelflow.task_instances ti JOIN reelflow.dag_runs r ON r.id = ti.run_id
          WHERE r.state = 'running' AND r.dag_id = ANY($1) AND ($2::bigint IS NULL OR r.id = $2)
+           AND ($3::text[] IS NULL OR ti.task_id = ANY($3))
            AND (ti.state = 'queued' OR (ti.state = 'up_for_retry' AND ti.next_attempt_at <= now()))
          ORDER BY r.period, ti.id
          LIMIT 1
@@ -315,6 +420,7 @@ pub async fn claim(
     )
     .bind(dag_ids)
     .bind(only_run)
+    .bind(tasks)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
@@ -369,7 +475,6 @@ pub async fn claim(
         period: row.get("period"),
         task_id,
         try_number,
-        max_tries: row.get("max_tries"),
         inputs,
     }))
 }
@@ -389,11 +494,23 @@ pub async fn heartbeat(pool: &PgPool, ti_id: i64, attempt_id: i64, lease: Durati
     Ok(n == 1)
 }
 
+/// The budget of a task instance after one more failed try that ended as `end`.
+fn budget_after(end: TryEnd, try_number: i32, max_tries: i32, interruptions: i32, max_interruptions: i32) -> Budget {
+    let interrupted = i32::from(end == TryEnd::Interrupted);
+    let interruptions = interruptions + interrupted;
+    Budget {
+        tries: (try_number - interruptions).max(0) as u32,
+        max_tries: max_tries.max(0) as u32,
+        interruptions: interruptions.max(0) as u32,
+        max_interruptions: max_interruptions.max(0) as u32,
+    }
+}
+
 /// Records the result of an attempt, if it still holds the lease (fencing).
-pub async fn finish(pool: &PgPool, dag: &DagSpec, claimed: &Claimed, outcome: Outcome) -> Result<Recorded, RunError> {
+pub async fn finish(pool: &PgPool, claimed: &Claimed, outcome: Outcome) -> Result<Recorded, RunError> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
-        "SELECT try_number, max_tries FROM reelflow.task_instances
+        "SELECT try_number, max_tries, interruptions, max_interruptions FROM reelflow.task_instances
          WHERE id = $1 AND attempt_id = $2 AND state = 'running' FOR UPDATE",
     )
     .bind(claimed.ti_id)
@@ -414,7 +531,6 @@ pub async fn finish(pool: &PgPool, dag: &DagSpec, claimed: &Claimed, outcome: Ou
         tx.commit().await?;
         return Ok(Recorded::Fenced);
     };
-    let (try_number, max_tries): (i32, i32) = (row.get(0), row.get(1));
     let state = match &outcome {
         Outcome::Success(out) => {
             sqlx::query(
@@ -430,51 +546,63 @@ pub async fn finish(pool: &PgPool, dag: &DagSpec, claimed: &Claimed, outcome: Ou
                 .bind(claimed.attempt_id)
                 .execute(&mut *tx)
                 .await?;
-            "success"
+            TaskState::Success
         }
-        Outcome::Failed { error, retry_in, kind } => {
-            let retry = retry_in.filter(|_| try_number < max_tries);
-            let state = if retry.is_some() { "up_for_retry" } else { "failed" };
+        Outcome::Failed {
+            error,
+            outcome,
+            end,
+            retry_in,
+        } => {
+            let budget = budget_after(*end, row.get(0), row.get(1), row.get(2), row.get(3));
+            let state = reelflow_dag::after_failure(*end, budget);
+            let error = match (state, *end) {
+                (TaskState::Failed, TryEnd::Interrupted) => format!(
+                    "{error} (interrupted {} times: the cap max_interruptions = {} is reached)",
+                    budget.interruptions, budget.max_interruptions
+                ),
+                _ => error.clone(),
+            };
+            let delay = (state == TaskState::UpForRetry).then(|| secs(*retry_in));
             sqlx::query(
                 "UPDATE reelflow.task_instances SET state = $2, last_error = $3, lease_owner = NULL,
-                     lease_expires_at = NULL, ended_at = now(), updated_at = now(),
+                     lease_expires_at = NULL, ended_at = now(), updated_at = now(), interruptions = $5,
                      next_attempt_at = CASE WHEN $4::float8 IS NULL THEN NULL
                                             ELSE now() + make_interval(secs => $4::float8) END
                  WHERE id = $1",
             )
             .bind(claimed.ti_id)
-            .bind(state)
-            .bind(error)
-            .bind(retry.map(secs))
+            .bind(state.as_str())
+            .bind(&error)
+            .bind(delay)
+            .bind(budget.interruptions as i32)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE reelflow.attempts SET outcome = $2, ended_at = now(), error = $3, retryable = $4 WHERE id = $1",
             )
             .bind(claimed.attempt_id)
-            .bind(kind)
-            .bind(error)
-            .bind(retry_in.is_some())
+            .bind(outcome.as_str())
+            .bind(&error)
+            .bind(*end != TryEnd::Fatal)
             .execute(&mut *tx)
             .await?;
             state
         }
     };
-    let end = settle(&mut tx, dag, claimed.run_id).await?;
+    let end = settle(&mut tx, claimed.run_id).await?;
     tx.commit().await?;
     Ok(Recorded::Accepted(state, end))
 }
 
-/// Turns attempts whose lease expired into failed tries (retried when tries remain).
-/// Returns the task instances affected.
-pub async fn expire_leases(
-    pool: &PgPool,
-    dags: &[DagSpec],
-    retry_delay: &(dyn Fn(&str, i32) -> Duration + Sync),
-) -> Result<Vec<Expired>, RunError> {
+/// Turns attempts whose lease expired into interrupted tries: the worker died, stalled or was
+/// cut off, which is not the task's fault, so the try goes back to the queue at once without
+/// using up `max_tries` (until `max_interruptions`). Returns the task instances affected.
+pub async fn expire_leases(pool: &PgPool) -> Result<Vec<Expired>, RunError> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
-        "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, ti.max_tries, ti.attempt_id, ti.lease_owner, r.dag_id
+        "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, ti.max_tries, ti.interruptions, ti.max_interruptions,
+                ti.attempt_id, ti.lease_owner, r.dag_id, r.period
          FROM reelflow.task_instances ti JOIN reelflow.dag_runs r ON r.id = ti.run_id
          WHERE ti.state = 'running' AND ti.lease_expires_at < now()
          FOR UPDATE OF ti SKIP LOCKED",
@@ -483,29 +611,32 @@ pub async fn expire_leases(
     .await?;
     let mut out = Vec::new();
     for row in rows {
-        let (ti, run_id, task_id, try_number, max_tries): (i64, i64, String, i32, i32) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-        let attempt: Option<i64> = row.get(5);
-        let owner: Option<String> = row.get(6);
-        let dag_id: String = row.get(7);
-        let Some(dag) = dags.iter().find(|d| d.id == dag_id) else {
-            continue;
-        };
-        let msg = format!(
-            "lease of worker {} expired (worker died or stalled)",
+        let (ti, run_id, task_id): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+        let budget = budget_after(TryEnd::Interrupted, row.get(3), row.get(4), row.get(5), row.get(6));
+        let attempt: Option<i64> = row.get(7);
+        let owner: Option<String> = row.get(8);
+        let (dag_id, period): (String, String) = (row.get(9), row.get(10));
+        let state = reelflow_dag::after_failure(TryEnd::Interrupted, budget);
+        let mut msg = format!(
+            "lease of worker {} expired (worker died, stalled or lost the database)",
             owner.unwrap_or_default()
         );
-        let retry = try_number < max_tries;
+        if state == TaskState::Failed {
+            msg.push_str(&format!(
+                " (interrupted {} times: the cap max_interruptions = {} is reached)",
+                budget.interruptions, budget.max_interruptions
+            ));
+        }
         sqlx::query(
             "UPDATE reelflow.task_instances SET state = $2, last_error = $3, attempt_id = NULL, lease_owner = NULL,
-                 lease_expires_at = NULL, ended_at = now(), updated_at = now(),
-                 next_attempt_at = CASE WHEN $2 = 'up_for_retry' THEN now() + make_interval(secs => $4) END
+                 lease_expires_at = NULL, ended_at = now(), updated_at = now(), interruptions = $4,
+                 next_attempt_at = CASE WHEN $2 = 'up_for_retry' THEN now() END
              WHERE id = $1",
         )
         .bind(ti)
-        .bind(if retry { "up_for_retry" } else { "failed" })
+        .bind(state.as_str())
         .bind(&msg)
-        .bind(secs(retry_delay(&task_id, try_number)))
+        .bind(budget.interruptions as i32)
         .execute(&mut *tx)
         .await?;
         if let Some(a) = attempt {
@@ -518,12 +649,14 @@ pub async fn expire_leases(
             .execute(&mut *tx)
             .await?;
         }
-        let run_end = settle(&mut tx, dag, run_id).await?;
+        let run_end = settle(&mut tx, run_id).await?;
         out.push(Expired {
             ti_id: ti,
-            dag_id: dag_id.clone(),
+            run_id,
+            period,
+            dag_id,
             task_id,
-            retried: retry,
+            retried: state == TaskState::UpForRetry,
             run_end,
         });
     }
@@ -531,50 +664,49 @@ pub async fn expire_leases(
     Ok(out)
 }
 
-/// Brings waiting tasks and the run's state in line with its task states.
-async fn settle(tx: &mut Tx<'_>, dag: &DagSpec, run_id: i64) -> Result<Option<RunEnd>, RunError> {
-    let rows = sqlx::query("SELECT task_id, state FROM reelflow.task_instances WHERE run_id = $1 FOR UPDATE")
+async fn load_states(tx: &mut Tx<'_>, run_id: i64) -> Result<BTreeMap<String, (TaskState, i32)>, RunError> {
+    let rows =
+        sqlx::query("SELECT task_id, state, try_number FROM reelflow.task_instances WHERE run_id = $1 FOR UPDATE")
+            .bind(run_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    rows.iter()
+        .map(|r| Ok((r.get::<String, _>(0), (parse(r.get(1))?, r.get::<i32, _>(2)))))
+        .collect()
+}
+
+fn just_states(m: &BTreeMap<String, (TaskState, i32)>) -> States {
+    m.iter().map(|(k, v)| (k.clone(), v.0)).collect()
+}
+
+async fn run_shape(tx: &mut Tx<'_>, run_id: i64) -> Result<DagShape, RunError> {
+    let v: Option<serde_json::Value> = sqlx::query_scalar("SELECT dag_shape FROM reelflow.dag_runs WHERE id = $1")
         .bind(run_id)
-        .fetch_all(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await?;
-    let mut states: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    for t in &dag.tasks {
-        if states.get(&t.id).map(String::as_str) != Some("none") {
-            continue;
-        }
-        let ups: Vec<&str> = t
-            .upstream
-            .iter()
-            .filter_map(|u| states.get(u).map(String::as_str))
-            .collect();
-        let new = if ups.iter().any(|s| matches!(*s, "failed" | "upstream_failed")) {
-            "upstream_failed"
-        } else if ups.iter().all(|s| matches!(*s, "success" | "skipped")) {
-            "queued"
-        } else {
-            continue;
-        };
+    shape_of(run_id, v.ok_or(RunError::NoRun(run_id))?)
+}
+
+/// Applies [`reelflow_dag::settle`] to the run: waiting tasks are promoted or failed, and the
+/// run's state follows from its tasks. Call after every change of task states, in the same
+/// transaction.
+async fn settle(tx: &mut Tx<'_>, run_id: i64) -> Result<Option<RunEnd>, RunError> {
+    let shape = run_shape(tx, run_id).await?;
+    let states = just_states(&load_states(tx, run_id).await?);
+    let settled = reelflow_dag::settle(&shape, &states).map_err(|source| RunError::State { run_id, source })?;
+    for (task, new) in &settled.changes {
         sqlx::query(
             "UPDATE reelflow.task_instances SET state = $3, updated_at = now(),
                  ended_at = CASE WHEN $3 = 'upstream_failed' THEN now() END
              WHERE run_id = $1 AND task_id = $2",
         )
         .bind(run_id)
-        .bind(&t.id)
-        .bind(new)
+        .bind(task)
+        .bind(new.as_str())
         .execute(&mut **tx)
         .await?;
-        states.insert(t.id.clone(), new.to_string());
     }
-    let terminal = |s: &str| matches!(s, "success" | "skipped" | "failed" | "upstream_failed");
-    let run_state = if states.values().all(|s| matches!(s.as_str(), "success" | "skipped")) {
-        Some("success")
-    } else if states.values().all(|s| terminal(s)) {
-        Some("failed")
-    } else {
-        None
-    };
-    match run_state {
+    match settled.run {
         Some(s) => {
             let ended: Option<(String, f64)> = sqlx::query_as(
                 "UPDATE reelflow.dag_runs SET state = $2, ended_at = now(), updated_at = now()
@@ -582,14 +714,14 @@ async fn settle(tx: &mut Tx<'_>, dag: &DagSpec, run_id: i64) -> Result<Option<Ru
                  RETURNING dag_id, extract(epoch FROM now() - coalesce(started_at, created_at))::float8",
             )
             .bind(run_id)
-            .bind(s)
+            .bind(s.as_str())
             .fetch_optional(&mut **tx)
             .await?;
-            return Ok(ended.map(|(dag_id, seconds)| RunEnd {
+            Ok(ended.map(|(dag_id, seconds)| RunEnd {
                 dag_id,
-                state: s.to_string(),
+                state: s,
                 seconds,
-            }));
+            }))
         }
         None => {
             // Work is left: a finished run that an operator reopened goes back to the queue.
@@ -600,13 +732,14 @@ async fn settle(tx: &mut Tx<'_>, dag: &DagSpec, run_id: i64) -> Result<Option<Ru
             .bind(run_id)
             .execute(&mut **tx)
             .await?;
+            Ok(None)
         }
     }
-    Ok(None)
 }
 
 /// Operator "clear": runs `task_id` again (and, with `downstream`, every task after it).
-/// Tasks after it that never ran because it failed are reset either way.
+/// Tasks after it that never ran because it failed are reset either way. The run is brought up
+/// to `dag` first ([`sync_shape`]). Returns the tasks reset.
 pub async fn retry_task(
     pool: &PgPool,
     dag: &DagSpec,
@@ -614,65 +747,68 @@ pub async fn retry_task(
     task_id: &str,
     downstream: bool,
 ) -> Result<Vec<String>, RunError> {
-    let spec = dag.task(task_id).ok_or_else(|| RunError::NoTask {
-        run_id,
-        task_id: task_id.into(),
-    })?;
+    if dag.task(task_id).is_none() {
+        return Err(RunError::NoTask {
+            run_id,
+            task_id: task_id.into(),
+        });
+    }
     let mut tx = pool.begin().await?;
     lock_run(&mut tx, run_id).await?;
-    let rows =
-        sqlx::query("SELECT task_id, state, try_number FROM reelflow.task_instances WHERE run_id = $1 FOR UPDATE")
-            .bind(run_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    let states: BTreeMap<String, (String, i32)> = rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
-    let affected: Vec<&str> = dag
-        .downstream_of(task_id)
-        .into_iter()
-        .filter(|t| *t == task_id || downstream || states.get(*t).map(|s| s.0.as_str()) == Some("upstream_failed"))
-        .collect();
-    if let Some(t) = affected
-        .iter()
-        .find(|t| states.get(**t).map(|s| s.0.as_str()) == Some("running"))
-    {
-        return Err(RunError::Conflict(format!(
-            "task {t} of run {run_id} is running; wait for it to finish"
-        )));
-    }
-    let _ = spec;
+    sync_shape(&mut tx, dag, run_id).await?;
+    let states = load_states(&mut tx, run_id).await?;
+    let affected =
+        reelflow_dag::clear(&dag.shape(), &just_states(&states), task_id, downstream).map_err(|e| match e {
+            StateError::Running { task } => {
+                RunError::Conflict(format!("task {task} of run {run_id} is running; wait for it to finish"))
+            }
+            source => RunError::State { run_id, source },
+        })?;
     for t in &affected {
-        let try_number = states.get(*t).map(|s| s.1).unwrap_or(0);
+        let try_number = states.get(t).map(|s| s.1).unwrap_or(0);
         let max = dag.task(t).map(|s| s.retry.max_tries as i32).unwrap_or(1);
+        // A cleared task gets a fresh budget on top of the tries it already had.
         sqlx::query(
-            "UPDATE reelflow.task_instances SET state = 'none', max_tries = $3, next_attempt_at = NULL,
+            "UPDATE reelflow.task_instances SET state = 'none', max_tries = $3 - interruptions, next_attempt_at = NULL,
                  attempt_id = NULL, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
-                 ended_at = NULL, updated_at = now()
+                 max_interruptions = interruptions + $4, ended_at = NULL, updated_at = now()
              WHERE run_id = $1 AND task_id = $2",
         )
         .bind(run_id)
-        .bind(*t)
+        .bind(t)
         .bind(try_number + max)
+        .bind(dag.task(t).map(|s| s.retry.max_interruptions as i32).unwrap_or(10))
         .execute(&mut *tx)
         .await?;
     }
-    settle(&mut tx, dag, run_id).await?;
+    settle(&mut tx, run_id).await?;
     tx.commit().await?;
-    Ok(affected.into_iter().map(String::from).collect())
+    Ok(affected)
 }
 
-/// Operator "mark": sets a task's state by hand. Marking a running task fences its worker out.
+/// Operator "mark": sets a task's state (`success` or `failed`) by hand. Marking a running task
+/// fences its worker out. Tasks after it that had not run go back to waiting.
 pub async fn mark_task(pool: &PgPool, dag: &DagSpec, run_id: i64, task_id: &str, state: &str) -> Result<(), RunError> {
-    if !matches!(state, "success" | "failed") {
-        return Err(RunError::Conflict(format!(
-            "a task can be marked success or failed, not {state}"
-        )));
+    let state = match state.parse::<TaskState>() {
+        Ok(s @ (TaskState::Success | TaskState::Failed)) => s,
+        _ => {
+            return Err(RunError::Conflict(format!(
+                "a task can be marked success or failed, not {state}"
+            )))
+        }
+    };
+    if dag.task(task_id).is_none() {
+        return Err(RunError::NoTask {
+            run_id,
+            task_id: task_id.into(),
+        });
     }
-    dag.task(task_id).ok_or_else(|| RunError::NoTask {
-        run_id,
-        task_id: task_id.into(),
-    })?;
     let mut tx = pool.begin().await?;
     lock_run(&mut tx, run_id).await?;
+    sync_shape(&mut tx, dag, run_id).await?;
+    let states = just_states(&load_states(&mut tx, run_id).await?);
+    let resets = reelflow_dag::mark_resets(&dag.shape(), &states, task_id)
+        .map_err(|source| RunError::State { run_id, source })?;
     let prev: Option<(Option<i64>,)> = sqlx::query_as(
         "SELECT attempt_id FROM reelflow.task_instances WHERE run_id = $1 AND task_id = $2 AND state = 'running'",
     )
@@ -686,7 +822,7 @@ pub async fn mark_task(pool: &PgPool, dag: &DagSpec, run_id: i64, task_id: &str,
              WHERE id = $1 AND outcome = 'running'",
         )
         .bind(a)
-        .bind(state)
+        .bind(state.as_str())
         .execute(&mut *tx)
         .await?;
     }
@@ -698,7 +834,7 @@ pub async fn mark_task(pool: &PgPool, dag: &DagSpec, run_id: i64, task_id: &str,
     )
     .bind(run_id)
     .bind(task_id)
-    .bind(state)
+    .bind(state.as_str())
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -708,18 +844,16 @@ pub async fn mark_task(pool: &PgPool, dag: &DagSpec, run_id: i64, task_id: &str,
             task_id: task_id.into(),
         });
     }
-    // Tasks after it that were waiting on a failure may now run, and vice versa.
-    for t in dag.downstream_of(task_id).into_iter().skip(1) {
+    for t in &resets {
         sqlx::query(
-            "UPDATE reelflow.task_instances SET state = 'none', updated_at = now()
-             WHERE run_id = $1 AND task_id = $2 AND state IN ('upstream_failed', 'queued', 'none')",
+            "UPDATE reelflow.task_instances SET state = 'none', updated_at = now() WHERE run_id = $1 AND task_id = $2",
         )
         .bind(run_id)
         .bind(t)
         .execute(&mut *tx)
         .await?;
     }
-    settle(&mut tx, dag, run_id).await?;
+    settle(&mut tx, run_id).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -740,7 +874,7 @@ pub async fn get_run(pool: &PgPool, run_id: i64) -> Result<RunInfo, RunError> {
     .fetch_optional(pool)
     .await?
     .ok_or(RunError::NoRun(run_id))?;
-    Ok(run_info(&row))
+    run_info(&row)
 }
 
 pub async fn find_run(pool: &PgPool, dag_id: &str, period: &str) -> Result<Option<RunInfo>, RunError> {
@@ -751,7 +885,7 @@ pub async fn find_run(pool: &PgPool, dag_id: &str, period: &str) -> Result<Optio
     .bind(period)
     .fetch_optional(pool)
     .await?;
-    Ok(row.as_ref().map(run_info))
+    row.as_ref().map(run_info).transpose()
 }
 
 /// Runs, newest period first; optionally only those in `state`.
@@ -770,7 +904,7 @@ pub async fn list_runs(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows.iter().map(run_info).collect())
+    rows.iter().map(run_info).collect()
 }
 
 pub async fn task_instances(pool: &PgPool, run_id: i64) -> Result<Vec<TaskInstanceInfo>, RunError> {
@@ -780,7 +914,7 @@ pub async fn task_instances(pool: &PgPool, run_id: i64) -> Result<Vec<TaskInstan
     .bind(run_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows.iter().map(ti_info).collect())
+    rows.iter().map(ti_info).collect()
 }
 
 pub async fn attempts(pool: &PgPool, run_id: i64) -> Result<Vec<AttemptInfo>, RunError> {
@@ -791,22 +925,23 @@ pub async fn attempts(pool: &PgPool, run_id: i64) -> Result<Vec<AttemptInfo>, Ru
     .bind(run_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| AttemptInfo {
-            id: r.get(0),
-            run_id: r.get(1),
-            generation: r.get(2),
-            task_id: r.get(3),
-            try_number: r.get(4),
-            worker: r.get(5),
-            started_at: r.get(6),
-            ended_at: r.get(7),
-            outcome: r.get(8),
-            retryable: r.get(9),
-            error: r.get(10),
+    rows.iter()
+        .map(|r| {
+            Ok(AttemptInfo {
+                id: r.get(0),
+                run_id: r.get(1),
+                generation: r.get(2),
+                task_id: r.get(3),
+                try_number: r.get(4),
+                worker: r.get(5),
+                started_at: r.get(6),
+                ended_at: r.get(7),
+                outcome: parse(r.get(8))?,
+                retryable: r.get(9),
+                error: r.get(10),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Records an operator action with its origin (`cli`, `http 10.0.0.7`, ...).
@@ -857,4 +992,82 @@ pub async fn worker_stopped(pool: &PgPool, worker: &str) -> Result<(), RunError>
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Where a worker process runs: host, boot, pid and the pid's start time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerProcess {
+    pub hostname: String,
+    pub boot_id: String,
+    pub pid: i32,
+    pub start_ticks: i64,
+}
+
+/// Records (or refreshes) a worker with the process it runs in.
+pub async fn register_worker(pool: &PgPool, worker: &str, version: &str, p: &WorkerProcess) -> Result<(), RunError> {
+    sqlx::query(
+        "INSERT INTO reelflow.workers (id, hostname, version, boot_id, pid, start_ticks) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET hostname = $2, version = $3, boot_id = $4, pid = $5, start_ticks = $6,
+             heartbeat_at = now(), stopped_at = NULL",
+    )
+    .bind(worker)
+    .bind(&p.hostname)
+    .bind(version)
+    .bind(&p.boot_id)
+    .bind(p.pid)
+    .bind(p.start_ticks)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A running task instance whose lease is held by another worker process on `hostname` in
+/// boot `boot_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalLease {
+    pub ti_id: i64,
+    pub worker: String,
+    pub process: WorkerProcess,
+}
+
+pub async fn local_leases(pool: &PgPool, me: &str, hostname: &str, boot_id: &str) -> Result<Vec<LocalLease>, RunError> {
+    let rows = sqlx::query(
+        "SELECT ti.id, w.id, w.hostname, w.boot_id, w.pid, w.start_ticks
+         FROM reelflow.task_instances ti JOIN reelflow.workers w ON w.id = ti.lease_owner
+         WHERE ti.state = 'running' AND w.id <> $1 AND w.hostname = $2 AND w.boot_id = $3
+           AND w.pid IS NOT NULL AND w.start_ticks IS NOT NULL",
+    )
+    .bind(me)
+    .bind(hostname)
+    .bind(boot_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| LocalLease {
+            ti_id: r.get(0),
+            worker: r.get(1),
+            process: WorkerProcess {
+                hostname: r.get(2),
+                boot_id: r.get(3),
+                pid: r.get(4),
+                start_ticks: r.get(5),
+            },
+        })
+        .collect())
+}
+
+/// Ends the lease of `ti_id` now, if `worker` still holds it, so the next
+/// [`expire_leases`] takes the task over without waiting.
+pub async fn end_lease_now(pool: &PgPool, ti_id: i64, worker: &str) -> Result<bool, RunError> {
+    let n = sqlx::query(
+        "UPDATE reelflow.task_instances SET lease_expires_at = now() - interval '1 millisecond', updated_at = now()
+         WHERE id = $1 AND state = 'running' AND lease_owner = $2",
+    )
+    .bind(ti_id)
+    .bind(worker)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
