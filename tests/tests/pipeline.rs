@@ -632,6 +632,63 @@ async fn far_apart_duplicate_ratings_are_rejected_by_the_clean_and_the_load_succ
     assert_eq!(per_movie, 5 + 3000 + 1);
 }
 
+#[tokio::test]
+async fn integers_written_as_floats_load_as_the_same_integers() {
+    // The fixture re-saved pandas-style: integral values of integer columns as floats.
+    let pandas = |name: &str, text: String| -> String {
+        let swap = |text: String, from: &str, to: &str| {
+            assert!(text.contains(from), "{name}: {from}");
+            text.replace(from, to)
+        };
+        match name {
+            "movies_metadata.csv" => {
+                let t = swap(text, ",2787965087,", ",2787965087.0,");
+                let t = swap(t, ",237000000,", ",2.37E8,");
+                let t = swap(t, ",3000,", ",3000.00,");
+                let t = swap(t, ",100,tt0000100,", ",100.0,tt0000100,");
+                swap(t, ",6.5,10\n", ",6.5,10.0\n")
+            }
+            "credits.csv" => swap(text, ",103", ",1.03e2"),
+            "links.csv" | "links_small.csv" => swap(swap(text, "\r\n4,", "\r\n4.0,"), ",103\r\n", ",103.0\r\n"),
+            "ratings.csv" | "ratings_small.csv" => {
+                let t = swap(text, "\r\n2,1,5.0,1260759300", "\r\n2.0,1.0,5.0,1.2607593E9");
+                swap(t, "\r\n1,2,3.0,1260759179", "\r\n1,2.0,3.0,1260759179.0")
+            }
+            _ => text,
+        }
+    };
+    let entries: Vec<(&str, Vec<u8>)> = fixture::entries()
+        .into_iter()
+        .map(|(name, data)| (name, pandas(name, String::from_utf8(data).unwrap()).into_bytes()))
+        .collect();
+    let s = setup(fixture::zip()).await;
+    let pool = &s.db.pool;
+    let run = |period: &str| reelflow::pipeline::run_period(&s.cfg, pool, period.parse().unwrap(), false);
+    assert!(run("2026-05").await.unwrap().succeeded());
+    let without_rejects = |v: Vec<(String, i64, String)>| -> Vec<(String, i64, String)> {
+        v.into_iter().filter(|(t, _, _)| t != "rejects").collect()
+    };
+    let plain = without_rejects(published_checksums(pool).await);
+    std::fs::write(
+        s.dir.path().join("the-movies-dataset.zip"),
+        fixture::zip_bytes(&entries),
+    )
+    .unwrap();
+    let report = run("2026-06").await.unwrap();
+    assert!(report.succeeded(), "{}", report.failure());
+    assert_eq!(report.outputs["fetch"]["reused"], false);
+    assert_eq!(
+        without_rejects(published_checksums(pool).await),
+        plain,
+        "every table and report equal to the plain file's"
+    );
+    let revenue: Option<i64> = sqlx::query_scalar("SELECT revenue FROM movies.movies WHERE id = 103")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(revenue, Some(2_787_965_087));
+}
+
 /// Runs the engine on one run until it is finished.
 async fn drive(cfg: &Config, pool: &PgPool, run_id: i64) {
     let dag = reelflow::pipeline::dag(cfg, pool).unwrap();

@@ -22,7 +22,9 @@ use crate::input::{self, Batch, LimitExceeded, Limited, Records};
 use crate::literal::{Document, Items, Lit};
 use crate::manifest::{FileStats, Manifest, RejectsOutput, TableOutput, MANIFEST_FORMAT};
 use crate::rating_keys::{self, PairSet, RatingKeys, Seen};
-use crate::scalar::{is_date, is_f32, is_f64, parse_bool, parse_i64, parse_positive_id};
+use crate::scalar::{
+    is_date, is_f32, is_f64, parse_bool, parse_i64, parse_integral_float, parse_plain_id, parse_positive_id,
+};
 use crate::schema::{T, TABLES};
 use crate::{CleanConfig, CleanError};
 
@@ -800,10 +802,15 @@ fn bigint(w: &mut CopyWriter, b: &[u8], u: &mut [u64], c: usize, zero_is_null: b
         Some(0) if zero_is_null => w.null(),
         // Checked digits: the source text is what PostgreSQL would read.
         Some(_) => w.raw(b),
-        None => {
-            u[c] += 1;
-            w.null();
-        }
+        // An integral float (`373554033.0`, pandas' shape): the integer, written out.
+        None => match parse_integral_float(b) {
+            Some(0) if zero_is_null => w.null(),
+            Some(v) => w.int(v),
+            None => {
+                u[c] += 1;
+                w.null();
+            }
+        },
     }
 }
 
@@ -1425,7 +1432,10 @@ type RatingTotals = HashMap<i64, (u64, u64, f64), BuildHasherDefault<IdHasher>>;
 #[inline]
 fn rating_keys(row: &Row<'_>) -> Option<(i64, i64, bool)> {
     let (u, m) = (row.get(R_USER), row.get(R_MOVIE));
-    Some((parse_positive_id(u)?, parse_positive_id(m)?, true))
+    match (parse_plain_id(u), parse_plain_id(m)) {
+        (Some(u), Some(m)) => Some((u, m, true)),
+        _ => Some((parse_positive_id(u)?, parse_positive_id(m)?, false)),
+    }
 }
 
 /// The state of one ratings file's first pass: its duplicate detection and where deferred

@@ -44,6 +44,11 @@
 //! Text fields that are empty in the CSV are written as NULL (CSV cannot tell empty from
 //! missing); a text containing a NUL byte is NULL and counted unparsable. Integers and floats
 //! that pass the checks are written as their source text; dates must be real calendar dates.
+//! An integer column (ids and keys, budget, revenue, vote_count, tmdbId, ratings' timestamp)
+//! also takes an exact integer written as a float, the way pandas re-saves such columns
+//! (`373554033.0`, `1e3`, `1.5E2`), and writes that integer; a fractional part (`12.5`) or a
+//! value outside 64 bits stays unparsable (a bad key for ids). The plain-digits path is
+//! unchanged: no float parsing, no allocation.
 //!
 //! Records end at `\n` (a CRLF's `\r` is cut): a bare `\r` inside an unquoted field stays
 //! data. That is how the real file's "3 broken rows" came about (an overview with a bare CR,

@@ -151,7 +151,8 @@ fn movies_csv() -> Vec<u8> {
         ("genres", "[{'id': 1, 'name': 'Broken'"),
         ("production_companies", "[{'name': 'No id'}, {'name': 'Good', 'id': 7}]"),
         ("budget", "/ff9q.jpg"),
-        ("vote_count", "12.0"),
+        // A fractional part: not an integer (`12.0` would be 12).
+        ("vote_count", "12.5"),
         ("runtime", "1e999"),
         ("belongs_to_collection", "None"),
     ]);
@@ -591,6 +592,134 @@ fn far_apart_duplicate_ratings_are_rejected_and_the_first_wins() {
     let first = read_dir(&fx.out());
     fx.clean().unwrap();
     assert_eq!(read_dir(&fx.out()), first);
+}
+
+/// Rewrites a CSV file the way pandas re-saves a frame whose integer columns held a missing
+/// value: every plain integer of the named columns gets `.0` (and one in three an exponent
+/// form instead: `1.5E2`-style). Keeps a BOM, CRLF line ends and the field layout.
+fn pandas_style(data: &[u8], int_cols: &[&str]) -> Vec<u8> {
+    let (bom, body) = match data.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => (true, rest),
+        None => (false, data),
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(body);
+    let mut out = Vec::new();
+    if bom {
+        out.extend_from_slice(b"\xEF\xBB\xBF");
+    }
+    let mut wtr = csv::WriterBuilder::new().flexible(true).from_writer(&mut out);
+    let mut targets: Vec<usize> = Vec::new();
+    let mut n = 0usize;
+    for (i, rec) in rdr.byte_records().enumerate() {
+        let rec = rec.unwrap();
+        let mut fields: Vec<Vec<u8>> = rec.iter().map(<[u8]>::to_vec).collect();
+        let crlf = fields.last_mut().is_some_and(|f| f.last() == Some(&b'\r'));
+        if crlf {
+            fields.last_mut().unwrap().pop();
+        }
+        if fields == [Vec::<u8>::new()] {
+            continue; // a blank line
+        }
+        if i == 0 {
+            targets = int_cols
+                .iter()
+                .map(|c| fields.iter().position(|f| f == c.as_bytes()).expect("column"))
+                .collect();
+        } else {
+            for &t in &targets {
+                let Some(f) = fields.get_mut(t) else { continue };
+                let digits = f.strip_prefix(b"-").unwrap_or(f);
+                if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+                    n += 1;
+                    if n % 3 == 0 && digits.len() > 1 {
+                        // 1234 -> 1.234E3
+                        let neg = f.len() != digits.len();
+                        let mut e = if neg { b"-".to_vec() } else { Vec::new() };
+                        e.push(digits[0]);
+                        e.push(b'.');
+                        e.extend_from_slice(&digits[1..]);
+                        e.extend_from_slice(format!("E{}", digits.len() - 1).as_bytes());
+                        *f = e;
+                    } else {
+                        f.extend_from_slice(b".0");
+                    }
+                }
+            }
+        }
+        wtr.write_record(&fields).unwrap();
+    }
+    drop(wtr);
+    out
+}
+
+#[test]
+fn a_pandas_style_archive_cleans_to_the_same_rows() {
+    let plain = fixture_entries();
+    let pandas: Entries = plain
+        .iter()
+        .map(|(name, data)| {
+            let cols: &[&str] = match name.as_str() {
+                "movies_metadata.csv" => &["id", "budget", "revenue", "vote_count"],
+                "credits.csv" | "keywords.csv" => &["id"],
+                "links.csv" | "links_small.csv" => &["movieId", "tmdbId"],
+                "ratings.csv" | "ratings_small.csv" => &["userId", "movieId", "timestamp"],
+                _ => return (name.clone(), data.clone()),
+            };
+            let out = pandas_style(data, cols);
+            assert_ne!(&out, data, "{name} was rewritten");
+            (name.clone(), out)
+        })
+        .collect();
+    let text = String::from_utf8_lossy(&pandas[0].1).into_owned();
+    assert!(
+        text.contains(",373554033.0,") || text.contains(",3.73554033E8,"),
+        "{text}"
+    );
+    let (a, b) = (Fixture::new(&plain), Fixture::new(&pandas));
+    let (ma, mb) = (a.clean().unwrap(), b.clean().unwrap());
+    for t in TABLES {
+        let file = format!("{}.tsv", t.name);
+        assert_eq!(a.lines(&file), b.lines(&file), "{file}");
+    }
+    for (name, fa) in &ma.files {
+        let fb = &mb.files[name];
+        assert_eq!(
+            (fa.accepted, &fa.rejected, &fa.unparsable),
+            (fb.accepted, &fb.rejected, &fb.unparsable),
+            "{name}"
+        );
+    }
+    // Fractional values stay unparsable, in every integer column.
+    let mut entries = plain.clone();
+    entries[0].1 = (MOVIES_HEADER.join(",")
+        + "\n"
+        + &movie(&[
+            ("id", "1"),
+            ("budget", "10.5"),
+            ("revenue", "1e-1"),
+            ("vote_count", "3.25"),
+        ])
+        + "\n"
+        + &movie(&[("id", "2.5"), ("title", "Fraction")])
+        + "\n")
+        .into_bytes();
+    entries[5].1 = b"userId,movieId,rating,timestamp\n1,1.5,4.0,1\n1,2,4.0,1.5\n".to_vec();
+    let fx = Fixture::new(&entries);
+    let m = fx.clean().unwrap();
+    let mm = &m.files["movies_metadata.csv"];
+    assert_eq!(mm.rejected, counts(&[("bad_id", 1)]));
+    assert_eq!(
+        mm.unparsable,
+        counts(&[("budget", 1), ("revenue", 1), ("vote_count", 1)])
+    );
+    let ra = &m.files["ratings.csv"];
+    assert_eq!(ra.rejected, counts(&[("bad_key", 1)]));
+    assert_eq!(ra.unparsable, counts(&[("timestamp", 1)]));
+    assert_eq!(fx.lines("ratings.tsv"), ["1\t2\t4.0\t\\N"]);
 }
 
 #[test]
