@@ -535,6 +535,58 @@ async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_t
 }
 
 #[tokio::test]
+async fn a_bare_cr_inside_an_unquoted_field_is_data_and_the_row_loads_whole() {
+    let raw = fixture::movies_metadata();
+    assert!(
+        raw.contains(",No\rdate - Written by Someone,"),
+        "the fixture row is unquoted"
+    );
+    // Records end at LF or CRLF only: a CRLF file with the same row loads the same.
+    let crlf = raw.replace('\n', "\r\n");
+    for (period, movies) in [("2026-03", raw.clone()), ("2026-04", crlf)] {
+        let entries: Vec<(&str, Vec<u8>)> = fixture::entries()
+            .into_iter()
+            .map(|(name, data)| match name {
+                "movies_metadata.csv" => (name, movies.clone().into_bytes()),
+                _ => (name, data),
+            })
+            .collect();
+        let s = setup(fixture::zip_bytes(&entries)).await;
+        let pool = &s.db.pool;
+        let report = reelflow::pipeline::run_period(&s.cfg, pool, period.parse().unwrap(), false)
+            .await
+            .unwrap();
+        assert!(report.succeeded(), "{}", report.failure());
+        let row: (Option<String>, Option<String>, Option<i64>, Option<i64>, Option<String>) =
+            sqlx::query_as("SELECT overview, title, budget, revenue, status FROM movies.movies WHERE id = 104")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            row,
+            (
+                Some("No\rdate - Written by Someone".into()),
+                Some("Undated".into()),
+                Some(10),
+                Some(20),
+                Some("Released".into())
+            ),
+            "{period}: the columns after the CR are in place"
+        );
+        let field_count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM movies.rejects WHERE file = 'movies_metadata.csv' AND reason = 'field_count'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            field_count, 2,
+            "{period}: only the two halves of the row broken by a bare LF"
+        );
+    }
+}
+
+#[tokio::test]
 async fn far_apart_duplicate_ratings_are_rejected_by_the_clean_and_the_load_succeeds() {
     // The fixture's ratings, then 3,000 rows of other users, then the same (user, movie) pairs
     // as earlier rows: ratings.csv without grouping by user, which the primary key of
