@@ -135,6 +135,18 @@ pub fn clean_zip_with_cancel(
     cfg: &CleanConfig,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Manifest, CleanError> {
+    clean_zip_with_budget(zip_path, out_dir, cfg, cancelled, PAIR_BUDGET)
+}
+
+/// [`clean_zip_with_cancel`] holding at most `pair_budget` rating pairs while settling a
+/// ratings file not grouped by user (tests pass a tiny one).
+fn clean_zip_with_budget(
+    zip_path: &Path,
+    out_dir: &Path,
+    cfg: &CleanConfig,
+    cancelled: &(dyn Fn() -> bool + Sync),
+    pair_budget: usize,
+) -> Result<Manifest, CleanError> {
     let started = Instant::now();
     let name = out_dir.file_name().ok_or_else(|| {
         CleanError::io(
@@ -164,7 +176,7 @@ pub fn clean_zip_with_cancel(
     let stop_hash = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         let hasher = s.spawn(|| sha256_file(zip_path, &stop_hash));
-        let cleaned = clean_into(&mut archive, zip_path, &tmp, cfg, cancelled);
+        let cleaned = clean_into(&mut archive, zip_path, &tmp, cfg, cancelled, pair_budget);
         if cleaned.is_err() {
             stop_hash.store(true, Ordering::Relaxed);
         }
@@ -283,6 +295,7 @@ fn clean_into(
     dir: &Path,
     cfg: &CleanConfig,
     cancelled: &(dyn Fn() -> bool + Sync),
+    pair_budget: usize,
 ) -> Result<Cleaned, CleanError> {
     let create = |name: &str| {
         let p = dir.join(name);
@@ -320,7 +333,7 @@ fn clean_into(
     let (first, second_result) = std::thread::scope(|s| {
         let (check, stop) = (&check, &stop);
         let other = s.spawn(move || {
-            let r = clean_links_and_ratings(zip_path, limit, check, &mut second);
+            let r = clean_links_and_ratings(zip_path, limit, check, &mut second, pair_budget);
             if r.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
@@ -446,6 +459,7 @@ fn clean_links_and_ratings(
     limit: u64,
     cancelled: &dyn Fn() -> bool,
     sinks: &mut Sinks,
+    pair_budget: usize,
 ) -> Result<BTreeMap<String, FileStats>, CleanError> {
     let file = File::open(zip_path).map_err(|e| CleanError::io(zip_path, e))?;
     let mut archive = ZipArchive::new(file).map_err(|source| CleanError::Zip {
@@ -472,6 +486,7 @@ fn clean_links_and_ratings(
             keys: RatingKeys::default(),
             spill: None,
             spill_path: dir.join(format!(".{entry}.deferred")),
+            deferred: 0,
         };
         let mut seen = 0u64;
         let main = entry == "ratings.csv";
@@ -494,6 +509,7 @@ fn clean_links_and_ratings(
                 rejects,
                 totals,
                 &mut stats,
+                pair_budget,
             )?;
         }
         files.insert(entry.to_string(), stats);
@@ -1444,6 +1460,8 @@ struct RatingsPass {
     keys: RatingKeys,
     spill: Option<io::BufWriter<File>>,
     spill_path: PathBuf,
+    /// Rows spilled.
+    deferred: u64,
 }
 
 #[inline]
@@ -1479,6 +1497,7 @@ fn defer_rating(pass: &mut RatingsPass, row: &Row<'_>, user: i64, movie: i64) ->
     }
     let spill = pass.spill.as_mut().expect("spill file just opened");
     let (line, raw) = row.raw();
+    pass.deferred += 1;
     rating_keys::write_deferred(spill, user, movie, line, row.get(R_RATING), row.get(R_TIME), raw)
         .map_err(|e| CleanError::io(path, e))
 }
@@ -1522,11 +1541,26 @@ fn write_rating(
     Ok(None)
 }
 
+/// At most this many (user, movie) pairs are held at once while settling deferred ratings
+/// (about 40 MiB); more are settled in several partitions of the revisited users.
+pub(crate) const PAIR_BUDGET: usize = 1_800_000;
+
+/// The partition of `user` among `parts`.
+#[inline]
+fn partition(user: i64, parts: u64) -> u64 {
+    ((user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % parts
+}
+
 /// Settles the deferred rows of a ratings file whose first pass deferred some (a file not
 /// grouped by user): reads the entry again for the pairs the first pass wrote for the
 /// revisited users, then goes through the spilled rows in file order, writing each new pair
 /// (after the file's other rows) and rejecting a repeated one `duplicate_rating`. Fixes
 /// `stats` (the deferred rows were counted accepted).
+///
+/// Memory: when the pairs to hold (the revisited users' earlier pairs plus the deferred rows)
+/// would pass `budget`, the revisited users are split by a hash into partitions settled one
+/// after the other, each with its own read of the entry and of the spill (a file far from
+/// grouped by user costs more reads, not more memory). A user's rows stay in file order.
 #[allow(clippy::too_many_arguments)]
 fn resolve_deferred(
     env: &Env<'_>,
@@ -1537,11 +1571,13 @@ fn resolve_deferred(
     rejects: &mut CopyWriter,
     totals: Option<&mut RatingTotals>,
     stats: &mut FileStats,
+    budget: usize,
 ) -> Result<(), CleanError> {
     let RatingsPass {
         keys,
         spill,
         spill_path,
+        deferred,
     } = pass;
     let Some(mut spill) = spill else {
         return Ok(());
@@ -1549,9 +1585,24 @@ fn resolve_deferred(
     spill.flush().map_err(|e| CleanError::io(&spill_path, e))?;
     drop(spill);
     let started = Instant::now();
-    let mut taken = earlier_pairs(env, archive, entry, keys.revisited())?;
-    let f = File::open(&spill_path).map_err(|e| CleanError::io(&spill_path, e))?;
-    let mut r = io::BufReader::new(f);
+    let revisited = keys.revisited();
+    // First try everything in one partition, giving up as soon as it would not fit.
+    let room = budget.saturating_sub(deferred as usize);
+    let (parts, mut first) = match earlier_pairs(env, archive, entry, revisited, (0, 1), Some(room))? {
+        Scan::Done(taken) if taken.len() + deferred as usize <= budget.max(1) => (1, Some(taken)),
+        Scan::Done(taken) => {
+            let parts = (taken.len() as u64 + deferred).div_ceil(budget.max(1) as u64).max(2);
+            (parts, None)
+        }
+        Scan::TooMany { held, index } => {
+            let earlier = held as u64 * keys.pairs() / index.max(1);
+            let parts = (earlier + deferred).div_ceil(budget.max(1) as u64).max(2);
+            (parts, None)
+        }
+    };
+    let mut u = [0u64; RATINGS_COLS.len()];
+    let mut totals = totals;
+    let mut duplicates = 0u64;
     let mut d = rating_keys::Deferred {
         user: 0,
         movie: 0,
@@ -1560,28 +1611,37 @@ fn resolve_deferred(
         time: Vec::new(),
         raw: Vec::new(),
     };
-    let mut u = [0u64; RATINGS_COLS.len()];
-    let mut totals = totals;
-    let (mut deferred, mut duplicates) = (0u64, 0u64);
-    while rating_keys::read_deferred(&mut r, &mut d).map_err(|e| CleanError::io(&spill_path, e))? {
-        deferred += 1;
-        if taken.insert((d.user, d.movie)) {
-            write_rating(
-                w,
-                &mut u,
-                totals.as_deref_mut(),
-                d.user,
-                d.movie,
-                None,
-                &d.rating,
-                &d.time,
-            )?;
-        } else {
-            duplicates += 1;
-            write_reject(rejects, entry, d.line, &d.raw, RejectReason::DuplicateRating)?;
+    for part in 0..parts {
+        let mut taken = match first.take() {
+            Some(t) => t,
+            None => match earlier_pairs(env, archive, entry, revisited, (part, parts), None)? {
+                Scan::Done(t) => t,
+                Scan::TooMany { .. } => unreachable!("a scan without a limit does not stop early"),
+            },
+        };
+        let f = File::open(&spill_path).map_err(|e| CleanError::io(&spill_path, e))?;
+        let mut r = io::BufReader::with_capacity(1 << 16, f);
+        while rating_keys::read_deferred(&mut r, &mut d).map_err(|e| CleanError::io(&spill_path, e))? {
+            if parts > 1 && partition(d.user, parts) != part {
+                continue;
+            }
+            if taken.insert((d.user, d.movie)) {
+                write_rating(
+                    w,
+                    &mut u,
+                    totals.as_deref_mut(),
+                    d.user,
+                    d.movie,
+                    None,
+                    &d.rating,
+                    &d.time,
+                )?;
+            } else {
+                duplicates += 1;
+                write_reject(rejects, entry, d.line, &d.raw, RejectReason::DuplicateRating)?;
+            }
         }
     }
-    drop(r);
     fs::remove_file(&spill_path).map_err(|e| CleanError::io(&spill_path, e))?;
     stats.accepted -= duplicates;
     if duplicates > 0 {
@@ -1597,33 +1657,45 @@ fn resolve_deferred(
     }
     tracing::info!(
         entry,
-        revisited_users = keys.revisited().len(),
+        revisited_users = revisited.len(),
         deferred,
         duplicates,
+        partitions = parts,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "ratings not grouped by user: deferred rows settled"
     );
     Ok(())
 }
 
-/// The pairs the first pass wrote (or rejected as repeats) for the revisited users: their
-/// pairs before each one's first deferred row, from a second read of the entry.
+/// What [`earlier_pairs`] found.
+enum Scan {
+    /// The pairs.
+    Done(PairSet),
+    /// More than the limit: `held` pairs when the pair of index `index` passed it.
+    TooMany { held: usize, index: u64 },
+}
+
+/// The pairs the first pass wrote (or rejected as repeats) for the revisited users of
+/// partition `part.0` of `part.1`: their pairs before each one's first deferred row, from a
+/// second read of the entry. Stops early when more than `limit` pairs would be held.
 fn earlier_pairs(
     env: &Env<'_>,
     archive: &mut ZipArchive<File>,
     entry: &'static str,
     revisited: &HashMap<i64, u64, BuildHasherDefault<IdHasher>>,
-) -> Result<PairSet, CleanError> {
-    let (zip_path, limit) = (env.zip_path, env.limit);
+    (part, parts): (u64, u64),
+    limit: Option<usize>,
+) -> Result<Scan, CleanError> {
+    let (zip_path, limit_bytes) = (env.zip_path, env.limit);
     let file = archive.by_name(entry).map_err(|source| CleanError::Zip {
         path: zip_path.to_path_buf(),
         source,
     })?;
     std::thread::scope(|scope| {
         let (mut records, reader) =
-            input::spawn_reader(scope, Limited::new(file, limit)).map_err(|e| CleanError::io(zip_path, e))?;
-        let read_err = |e: csv::Error| read_error(e, entry, limit, zip_path);
-        let mut scan = || -> Result<PairSet, CleanError> {
+            input::spawn_reader(scope, Limited::new(file, limit_bytes)).map_err(|e| CleanError::io(zip_path, e))?;
+        let read_err = |e: csv::Error| read_error(e, entry, limit_bytes, zip_path);
+        let mut scan = || -> Result<Scan, CleanError> {
             let mut taken = PairSet::default();
             let mut header: Option<(usize, Vec<usize>)> = None;
             let (mut index, mut count) = (0u64, 0u64);
@@ -1659,13 +1731,21 @@ fn earlier_pairs(
                     };
                     let n = index;
                     index += 1;
-                    if revisited.get(&user).is_some_and(|&first| n < first) {
+                    if revisited.get(&user).is_some_and(|&first| n < first)
+                        && (parts == 1 || partition(user, parts) == part)
+                    {
                         taken.insert((user, movie));
+                        if limit.is_some_and(|l| taken.len() > l) {
+                            return Ok(Scan::TooMany {
+                                held: taken.len(),
+                                index: n + 1,
+                            });
+                        }
                     }
                 }
                 records.recycle(batch);
             }
-            Ok(taken)
+            Ok(Scan::Done(taken))
         };
         let result = scan();
         drop(records);
@@ -1711,4 +1791,82 @@ fn write_totals(totals: &RatingTotals, w: &mut CopyWriter) -> Result<(), CleanEr
         end(w)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A ratings file far from grouped by user (sorted by movie), cleaned with room for three
+    /// pairs: many partitions, each settled with its own reads. The same rows and rejects as
+    /// with the default budget (one partition), and as a set of every pair says.
+    #[test]
+    fn deferred_ratings_settle_the_same_in_many_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ratings = String::from("userId,movieId,rating,timestamp\n");
+        let mut seen = HashSet::new();
+        let (mut kept, mut dups) = (Vec::new(), 0);
+        let mut line = 1;
+        for movie in 1..=40u32 {
+            for user in (1..=30).filter(|u| !(u * movie).is_multiple_of(7)) {
+                // Every eleventh row repeats its pair further down.
+                for _ in 0..1 + usize::from((user + movie).is_multiple_of(11)) {
+                    line += 1;
+                    let r = format!("{user},{movie},{}.5,{line}", (user + movie) % 5);
+                    if seen.insert((user, movie)) {
+                        kept.push(r.replace(',', "\t"));
+                    } else {
+                        dups += 1;
+                    }
+                    ratings += &r;
+                    ratings.push('\n');
+                }
+            }
+        }
+        assert!(dups > 10);
+        let zip_path = dir.path().join("in.zip");
+        let mut zw = zip::ZipWriter::new(File::create(&zip_path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        for name in REQUIRED_ENTRIES {
+            zw.start_file(name, opts).unwrap();
+            let text = match name {
+                "movies_metadata.csv" => "id\n".to_string(),
+                "credits.csv" => "cast,crew,id\n".to_string(),
+                "keywords.csv" => "id,keywords\n".to_string(),
+                "links.csv" | "links_small.csv" => "movieId,imdbId,tmdbId\n".to_string(),
+                _ => ratings.clone(),
+            };
+            let text = if name == "movies_metadata.csv" {
+                format!("{}\n", MM_COLS.join(","))
+            } else {
+                text
+            };
+            zw.write_all(text.as_bytes()).unwrap();
+        }
+        zw.finish().unwrap();
+        let read = |out: &Path, file: &str| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_to_string(out.join(file))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            v.sort();
+            v
+        };
+        let mut outs = Vec::new();
+        for (name, budget) in [("one", PAIR_BUDGET), ("many", 3)] {
+            let out = dir.path().join(name);
+            let m = clean_zip_with_budget(&zip_path, &out, &CleanConfig::default(), &|| false, budget).unwrap();
+            let f = &m.files["ratings.csv"];
+            assert_eq!(f.accepted, kept.len() as u64, "{name}");
+            assert_eq!(f.rejected["duplicate_rating"], dups, "{name}");
+            let mut want = kept.clone();
+            want.sort();
+            assert_eq!(read(&out, "ratings.tsv"), want, "{name}");
+            assert_eq!(read(&out, "ratings_small.tsv"), want, "{name}");
+            outs.push((read(&out, "rejects.tsv"), read(&out, "ratings_per_movie.tsv")));
+        }
+        assert_eq!(outs[0], outs[1]);
+    }
 }

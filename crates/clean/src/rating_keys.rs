@@ -9,8 +9,9 @@
 //! earlier rows, which are gone: its rows, and every later row of that user, are *deferred*
 //! (spilled to a file by the caller) and decided at the end of the file, against the pairs
 //! written for that user before its first deferred row (read again from the entry, only for
-//! the revisited users) and the deferred rows before them. A file grouped by user never
-//! defers anything and is read once.
+//! the revisited users) and the deferred rows before them; when those would be too many to
+//! hold, in hash partitions of the revisited users, one read each. A file grouped by user
+//! never defers anything and is read once.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -100,6 +101,11 @@ impl RatingKeys {
     /// a user at a smaller index are the ones the first pass decided itself.
     pub(crate) fn revisited(&self) -> &HashMap<i64, u64, BuildHasherDefault<IdHasher>> {
         &self.revisited
+    }
+
+    /// Pairs given to [`RatingKeys::insert`] so far.
+    pub(crate) fn pairs(&self) -> u64 {
+        self.index
     }
 
     /// Whether any row was deferred.

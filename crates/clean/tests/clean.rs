@@ -635,7 +635,7 @@ fn pandas_style(data: &[u8], int_cols: &[&str]) -> Vec<u8> {
                 let digits = f.strip_prefix(b"-").unwrap_or(f);
                 if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
                     n += 1;
-                    if n % 3 == 0 && digits.len() > 1 {
+                    if n.is_multiple_of(3) && digits.len() > 1 {
                         // 1234 -> 1.234E3
                         let neg = f.len() != digits.len();
                         let mut e = if neg { b"-".to_vec() } else { Vec::new() };
