@@ -557,20 +557,15 @@ async fn a_bare_cr_inside_an_unquoted_field_is_data_and_the_row_loads_whole() {
             .await
             .unwrap();
         assert!(report.succeeded(), "{}", report.failure());
-        let row: (Option<String>, Option<String>, Option<i64>, Option<i64>, Option<String>) =
-            sqlx::query_as("SELECT overview, title, budget, revenue, status FROM movies.movies WHERE id = 104")
-                .fetch_one(pool)
-                .await
-                .unwrap();
         assert_eq!(
-            row,
-            (
-                Some("No\rdate - Written by Someone".into()),
-                Some("Undated".into()),
-                Some(10),
-                Some(20),
-                Some("Released".into())
-            ),
+            rows(
+                pool,
+                "SELECT overview, title, budget, revenue, status FROM movies.movies WHERE id = 104"
+            )
+            .await,
+            [
+                r#"{"overview":"No\rdate - Written by Someone","title":"Undated","budget":10,"revenue":20,"status":"Released"}"#
+            ],
             "{period}: the columns after the CR are in place"
         );
         let field_count: i64 = sqlx::query_scalar(
