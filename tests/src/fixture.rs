@@ -3,7 +3,8 @@
 //! in double quotes), a row broken into two records, a date in the id column, ids repeated two
 //! and three times, non-positive ids, budget/revenue 0, a revenue above 2^31, unparsable
 //! popularity, a missing release_date, a multi-line overview, UTF-8 titles, CRLF line endings,
-//! a BOM, an empty tmdbId, rows for unknown movies and a repeated rating.
+//! a BOM, an empty tmdbId, rows for unknown movies, a repeated rating and a bare CR inside an
+//! unquoted overview.
 //!
 //! The expected report rows for it are worked out by hand in `tests/tests/pipeline.rs`.
 
@@ -94,7 +95,9 @@ pub fn movies_metadata() -> String {
         "",
         "\"Big.\"",
     );
-    // line 8: id 104 without release_date: out of the reports.
+    // line 8: id 104 without release_date: out of the reports. Its overview holds a bare CR,
+    // unquoted (how the real file's three "broken rows" were written): data, the record stays
+    // whole.
     s += &movie(
         "104",
         "Undated",
@@ -105,7 +108,7 @@ pub fn movies_metadata() -> String {
         &[ACTION],
         &[LIONS],
         "",
-        "\"No date.\"",
+        "No\rdate - Written by Someone",
     );
     // line 9: id 100 again: rejected, the first row wins.
     s += &movie(

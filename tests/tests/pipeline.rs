@@ -188,8 +188,8 @@ async fn fixture_reports_match_hand_computed_rows() {
             r#"{"file":"keywords.csv","reason":"unknown_movie","rows":1}"#,
             r#"{"file":"links.csv","reason":"duplicate_key","rows":1}"#,
             r#"{"file":"links_small.csv","reason":"duplicate_key","rows":1}"#,
-            r#"{"file":"ratings.csv","reason":"duplicate_key","rows":1}"#,
-            r#"{"file":"ratings_small.csv","reason":"duplicate_key","rows":1}"#,
+            r#"{"file":"ratings.csv","reason":"duplicate_rating","rows":1}"#,
+            r#"{"file":"ratings_small.csv","reason":"duplicate_rating","rows":1}"#,
         ]
     );
     assert_eq!(
@@ -532,6 +532,208 @@ async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_t
             .any(|r| r.contains(r#""movie_id":3,"ratings":1,"rated":0,"rating_sum":0"#)),
         "{per_movie:?}"
     );
+}
+
+#[tokio::test]
+async fn a_bare_cr_inside_an_unquoted_field_is_data_and_the_row_loads_whole() {
+    let raw = fixture::movies_metadata();
+    assert!(
+        raw.contains(",No\rdate - Written by Someone,"),
+        "the fixture row is unquoted"
+    );
+    // Records end at LF or CRLF only: a CRLF file with the same row loads the same.
+    let crlf = raw.replace('\n', "\r\n");
+    for (period, movies) in [("2026-03", raw.clone()), ("2026-04", crlf)] {
+        let entries: Vec<(&str, Vec<u8>)> = fixture::entries()
+            .into_iter()
+            .map(|(name, data)| match name {
+                "movies_metadata.csv" => (name, movies.clone().into_bytes()),
+                _ => (name, data),
+            })
+            .collect();
+        let s = setup(fixture::zip_bytes(&entries)).await;
+        let pool = &s.db.pool;
+        let report = reelflow::pipeline::run_period(&s.cfg, pool, period.parse().unwrap(), false)
+            .await
+            .unwrap();
+        assert!(report.succeeded(), "{}", report.failure());
+        assert_eq!(
+            rows(
+                pool,
+                "SELECT overview, title, budget, revenue, status FROM movies.movies WHERE id = 104"
+            )
+            .await,
+            [
+                r#"{"overview":"No\rdate - Written by Someone","title":"Undated","budget":10,"revenue":20,"status":"Released"}"#
+            ],
+            "{period}: the columns after the CR are in place"
+        );
+        let field_count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM movies.rejects WHERE file = 'movies_metadata.csv' AND reason = 'field_count'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            field_count, 2,
+            "{period}: only the two halves of the row broken by a bare LF"
+        );
+    }
+}
+
+#[tokio::test]
+async fn far_apart_duplicate_ratings_are_rejected_by_the_clean_and_the_load_succeeds() {
+    // The fixture's ratings, then 3,000 rows of other users, then the same (user, movie) pairs
+    // as earlier rows: ratings.csv without grouping by user, which the primary key of
+    // `ratings` would refuse at load if the clean let them through.
+    let mut ratings = String::from_utf8(
+        fixture::entries()
+            .into_iter()
+            .find(|(n, _)| *n == "ratings.csv")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    for user in 10..1510 {
+        ratings += &format!("{user},1,3.0,{user}\r\n{user},3,4.0,{user}\r\n");
+    }
+    let far = ["1,2,0.5,1", "2,9,5.0,2", "11,3,1.0,3", "1,2,1.0,4"];
+    for row in far {
+        ratings += row;
+        ratings += "\r\n";
+    }
+    // One new pair of a revisited user: kept.
+    ratings += "2,2,2.0,5\r\n";
+    let entries: Vec<(&str, Vec<u8>)> = fixture::entries()
+        .into_iter()
+        .map(|(name, data)| match name {
+            "ratings.csv" | "ratings_small.csv" => (name, ratings.as_bytes().to_vec()),
+            _ => (name, data),
+        })
+        .collect();
+    let s = setup(fixture::zip_bytes(&entries)).await;
+    let pool = &s.db.pool;
+    let report = reelflow::pipeline::run_period(&s.cfg, pool, "2026-09".parse().unwrap(), false)
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{}", report.failure());
+    // The fixture's 5 rows (one of its 6 is an adjacent repeat), 3,000 others and (2, 2).
+    assert_eq!(report.outputs["load"]["rows"]["ratings"], 5 + 3000 + 1);
+    assert_eq!(report.outputs["load"]["rows"]["ratings_small"], 5 + 3000 + 1);
+    // The rejects name every repeat, on its own line of the file, with its raw text.
+    let first_far = 7 + 3000 + 1; // header + 6 fixture rows + 3,000 rows, 1-based
+    let want: Vec<String> = ["ratings.csv", "ratings_small.csv"]
+        .iter()
+        .flat_map(|file| {
+            std::iter::once(format!(
+                r#"{{"file":"{file}","line":4,"reason":"duplicate_rating","raw":"1,1,1.0,1260759200"}}"#
+            ))
+            .chain(far.iter().enumerate().map(move |(i, raw)| {
+                format!(
+                    r#"{{"file":"{file}","line":{},"reason":"duplicate_rating","raw":"{raw}"}}"#,
+                    first_far + i
+                )
+            }))
+        })
+        .collect();
+    assert_eq!(
+        rows(
+            pool,
+            "SELECT file, line, reason, raw FROM movies.rejects WHERE file LIKE 'ratings%' ORDER BY file, line"
+        )
+        .await,
+        want
+    );
+    assert_eq!(
+        rows(
+            pool,
+            "SELECT file, reason, rows FROM movies.reject_counts WHERE file LIKE 'ratings%' ORDER BY file"
+        )
+        .await,
+        vec![
+            r#"{"file":"ratings.csv","reason":"duplicate_rating","rows":5}"#.to_string(),
+            r#"{"file":"ratings_small.csv","reason":"duplicate_rating","rows":5}"#.to_string(),
+        ]
+    );
+    // Every kept pair once; the first occurrence's values won.
+    let kept: Vec<String> = rows(
+        pool,
+        "SELECT user_id, movie_id, rating FROM movies.ratings WHERE (user_id, movie_id) IN ((1, 2), (2, 9), (11, 3), (2, 2)) ORDER BY 1, 2",
+    )
+    .await;
+    assert_eq!(
+        kept,
+        [
+            r#"{"user_id":1,"movie_id":2,"rating":3}"#,
+            r#"{"user_id":2,"movie_id":2,"rating":2}"#,
+            r#"{"user_id":2,"movie_id":9,"rating":0.5}"#,
+            r#"{"user_id":11,"movie_id":3,"rating":4}"#,
+        ]
+    );
+    // The clean's totals count no rejected repeat: they equal an aggregate of the table.
+    assert!(movie_ratings_match_the_ratings_table(pool).await >= 2);
+    let per_movie: i64 = sqlx::query_scalar("SELECT sum(ratings)::bigint FROM movies.ratings_per_movie")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(per_movie, 5 + 3000 + 1);
+}
+
+#[tokio::test]
+async fn integers_written_as_floats_load_as_the_same_integers() {
+    // The fixture re-saved pandas-style: integral values of integer columns as floats.
+    let pandas = |name: &str, text: String| -> String {
+        let swap = |text: String, from: &str, to: &str| {
+            assert!(text.contains(from), "{name}: {from}");
+            text.replace(from, to)
+        };
+        match name {
+            "movies_metadata.csv" => {
+                let t = swap(text, ",2787965087,", ",2787965087.0,");
+                let t = swap(t, ",237000000,", ",2.37E8,");
+                let t = swap(t, ",3000,", ",3000.00,");
+                let t = swap(t, ",100,tt0000100,", ",100.0,tt0000100,");
+                swap(t, ",6.5,10\n", ",6.5,10.0\n")
+            }
+            "credits.csv" => swap(text, ",103", ",1.03e2"),
+            "links.csv" | "links_small.csv" => swap(swap(text, "\r\n4,", "\r\n4.0,"), ",103\r\n", ",103.0\r\n"),
+            "ratings.csv" | "ratings_small.csv" => {
+                let t = swap(text, "\r\n2,1,5.0,1260759300", "\r\n2.0,1.0,5.0,1.2607593E9");
+                swap(t, "\r\n1,2,3.0,1260759179", "\r\n1,2.0,3.0,1260759179.0")
+            }
+            _ => text,
+        }
+    };
+    let entries: Vec<(&str, Vec<u8>)> = fixture::entries()
+        .into_iter()
+        .map(|(name, data)| (name, pandas(name, String::from_utf8(data).unwrap()).into_bytes()))
+        .collect();
+    let s = setup(fixture::zip()).await;
+    let pool = &s.db.pool;
+    let run = |period: &str| reelflow::pipeline::run_period(&s.cfg, pool, period.parse().unwrap(), false);
+    assert!(run("2026-05").await.unwrap().succeeded());
+    let without_rejects = |v: Vec<(String, i64, String)>| -> Vec<(String, i64, String)> {
+        v.into_iter().filter(|(t, _, _)| t != "rejects").collect()
+    };
+    let plain = without_rejects(published_checksums(pool).await);
+    std::fs::write(
+        s.dir.path().join("the-movies-dataset.zip"),
+        fixture::zip_bytes(&entries),
+    )
+    .unwrap();
+    let report = run("2026-06").await.unwrap();
+    assert!(report.succeeded(), "{}", report.failure());
+    assert_eq!(report.outputs["fetch"]["reused"], false);
+    assert_eq!(
+        without_rejects(published_checksums(pool).await),
+        plain,
+        "every table and report equal to the plain file's"
+    );
+    let revenue: Option<i64> = sqlx::query_scalar("SELECT revenue FROM movies.movies WHERE id = 103")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(revenue, Some(2_787_965_087));
 }
 
 /// Runs the engine on one run until it is finished.

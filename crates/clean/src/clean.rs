@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, Read};
+use std::io::{self, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,10 +18,13 @@ use sha2::{Digest, Sha256};
 use zip::ZipArchive;
 
 use crate::copy::CopyWriter;
-use crate::input::{self, LimitExceeded, Limited, Records};
+use crate::input::{self, Batch, LimitExceeded, Limited, Records};
 use crate::literal::{Document, Items, Lit};
 use crate::manifest::{FileStats, Manifest, RejectsOutput, TableOutput, MANIFEST_FORMAT};
-use crate::scalar::{is_date, is_f32, is_f64, parse_bool, parse_i64, parse_positive_id};
+use crate::rating_keys::{self, PairSet, RatingKeys, Seen};
+use crate::scalar::{
+    is_date, is_f32, is_f64, parse_bool, parse_i64, parse_integral_float, parse_plain_id, parse_positive_id,
+};
 use crate::schema::{T, TABLES};
 use crate::{CleanConfig, CleanError};
 
@@ -56,15 +59,18 @@ pub enum RejectReason {
     UnknownMovie,
     /// A links or ratings key (`movieId`, `userId`) is not a positive integer.
     BadKey,
-    /// A links `movieId` or a ratings (user, movie) pair already seen.
+    /// A links `movieId` already seen in the same file (the first row wins).
     DuplicateKey,
     /// The record is not valid UTF-8.
     InvalidUtf8,
+    /// A ratings (user, movie) pair already seen anywhere earlier in the same file (the first
+    /// row in file order wins).
+    DuplicateRating,
 }
 
 impl RejectReason {
     /// Every reason, in code order.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::FieldCount,
         RejectReason::BadId,
         RejectReason::DuplicateId,
@@ -72,6 +78,7 @@ impl RejectReason {
         RejectReason::BadKey,
         RejectReason::DuplicateKey,
         RejectReason::InvalidUtf8,
+        RejectReason::DuplicateRating,
     ];
 
     /// The snake_case code written to `rejects.tsv` and the manifest.
@@ -84,6 +91,7 @@ impl RejectReason {
             RejectReason::BadKey => "bad_key",
             RejectReason::DuplicateKey => "duplicate_key",
             RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::DuplicateRating => "duplicate_rating",
         }
     }
 }
@@ -127,6 +135,18 @@ pub fn clean_zip_with_cancel(
     cfg: &CleanConfig,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Manifest, CleanError> {
+    clean_zip_with_budget(zip_path, out_dir, cfg, cancelled, PAIR_BUDGET)
+}
+
+/// [`clean_zip_with_cancel`] holding at most `pair_budget` rating pairs while settling a
+/// ratings file not grouped by user (tests pass a tiny one).
+fn clean_zip_with_budget(
+    zip_path: &Path,
+    out_dir: &Path,
+    cfg: &CleanConfig,
+    cancelled: &(dyn Fn() -> bool + Sync),
+    pair_budget: usize,
+) -> Result<Manifest, CleanError> {
     let started = Instant::now();
     let name = out_dir.file_name().ok_or_else(|| {
         CleanError::io(
@@ -156,7 +176,7 @@ pub fn clean_zip_with_cancel(
     let stop_hash = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         let hasher = s.spawn(|| sha256_file(zip_path, &stop_hash));
-        let cleaned = clean_into(&mut archive, zip_path, &tmp, cfg, cancelled);
+        let cleaned = clean_into(&mut archive, zip_path, &tmp, cfg, cancelled, pair_budget);
         if cleaned.is_err() {
             stop_hash.store(true, Ordering::Relaxed);
         }
@@ -275,6 +295,7 @@ fn clean_into(
     dir: &Path,
     cfg: &CleanConfig,
     cancelled: &(dyn Fn() -> bool + Sync),
+    pair_budget: usize,
 ) -> Result<Cleaned, CleanError> {
     let create = |name: &str| {
         let p = dir.join(name);
@@ -312,7 +333,7 @@ fn clean_into(
     let (first, second_result) = std::thread::scope(|s| {
         let (check, stop) = (&check, &stop);
         let other = s.spawn(move || {
-            let r = clean_links_and_ratings(zip_path, limit, check, &mut second);
+            let r = clean_links_and_ratings(zip_path, limit, check, &mut second, pair_budget);
             if r.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
@@ -438,6 +459,7 @@ fn clean_links_and_ratings(
     limit: u64,
     cancelled: &dyn Fn() -> bool,
     sinks: &mut Sinks,
+    pair_budget: usize,
 ) -> Result<BTreeMap<String, FileStats>, CleanError> {
     let file = File::open(zip_path).map_err(|e| CleanError::io(zip_path, e))?;
     let mut archive = ZipArchive::new(file).map_err(|source| CleanError::Zip {
@@ -458,17 +480,38 @@ fn clean_links_and_ratings(
         files.insert(entry.to_string(), stats);
     }
     let mut totals = RatingTotals::default();
+    let dir = sinks.rejects.path().parent().map(Path::to_path_buf).unwrap_or_default();
     for (entry, k) in [("ratings.csv", 2), ("ratings_small.csv", 3)] {
-        let mut state = RatingsState::new();
+        let mut pass = RatingsPass {
+            keys: RatingKeys::default(),
+            spill: None,
+            spill_path: dir.join(format!(".{entry}.deferred")),
+            deferred: 0,
+        };
         let mut seen = 0u64;
         let main = entry == "ratings.csv";
-        let stats = process(&env, &mut archive, sinks, entry, RATINGS_COLS, false, |row, t, u| {
+        let mut stats = process(&env, &mut archive, sinks, entry, RATINGS_COLS, false, |row, t, u| {
             seen += 1;
             if seen == 2 && main {
                 reelflow_dag::failpoint("clean.mid_ratings");
             }
-            ratings_record(row, &mut t[k], u, &mut state, main.then_some(&mut totals))
+            ratings_record(row, &mut t[k], u, &mut pass, main.then_some(&mut totals))
         })?;
+        if pass.keys.deferred_any() {
+            let Sinks { tables, rejects } = &mut *sinks;
+            let totals = main.then_some(&mut totals);
+            resolve_deferred(
+                &env,
+                &mut archive,
+                entry,
+                pass,
+                &mut tables[k],
+                rejects,
+                totals,
+                &mut stats,
+                pair_budget,
+            )?;
+        }
         files.insert(entry.to_string(), stats);
     }
     write_totals(&totals, &mut sinks.tables[4])?;
@@ -484,9 +527,18 @@ struct Row<'r> {
     idx: &'r [usize],
     /// Index of the record's last field.
     last: usize,
+    /// The batch holding the record, and its index there (for [`Row::raw`]).
+    batch: &'r Batch,
+    i: usize,
 }
 
 impl<'r> Row<'r> {
+    /// The record's 1-based start line and raw text, as [`write_reject`] takes them.
+    fn raw(&self) -> (u64, &'r [u8]) {
+        let (start, line) = self.rec.position().map_or((0, 0), |p| (p.byte(), p.line()));
+        (line, self.batch.raw(start, self.batch.next_start(self.i)))
+    }
+
     /// The field of required column `k` (an index into the file's column list). The last
     /// field loses the `\r` of a CRLF line end (records end at `\n`, see
     /// [`input::spawn_reader`]).
@@ -640,6 +692,8 @@ where
                     rec,
                     idx,
                     last: width - 1,
+                    batch: &batch,
+                    i,
                 };
                 handle(&row, &mut sinks.tables, &mut unparsable)?
             };
@@ -764,10 +818,15 @@ fn bigint(w: &mut CopyWriter, b: &[u8], u: &mut [u64], c: usize, zero_is_null: b
         Some(0) if zero_is_null => w.null(),
         // Checked digits: the source text is what PostgreSQL would read.
         Some(_) => w.raw(b),
-        None => {
-            u[c] += 1;
-            w.null();
-        }
+        // An integral float (`373554033.0`, pandas' shape): the integer, written out.
+        None => match parse_integral_float(b) {
+            Some(0) if zero_is_null => w.null(),
+            Some(v) => w.int(v),
+            None => {
+                u[c] += 1;
+                w.null();
+            }
+        },
     }
 }
 
@@ -1380,70 +1439,95 @@ const R_MOVIE: usize = 1;
 const R_RATING: usize = 2;
 const R_TIME: usize = 3;
 
-/// Duplicate detection for a file sorted by user: the movies of the current user only, so
-/// memory stays bounded on 26M rows. A duplicate pair split by another user's rows is not
-/// seen here; the table's primary key catches it at load.
-struct RatingsState {
-    user: i64,
-    /// Largest movie of the current user so far; `ascending` holds the movies that arrived in
-    /// increasing order (the usual case: no hashing), `others` the rest.
-    last: i64,
-    ascending: Vec<i64>,
-    others: IdSet,
-}
-
-impl RatingsState {
-    fn new() -> Self {
-        RatingsState {
-            user: 0,
-            last: 0,
-            ascending: Vec::new(),
-            others: IdSet::default(),
-        }
-    }
-
-    /// Records (user, movie); false when the pair was already seen in this user's run.
-    #[inline]
-    fn insert(&mut self, user: i64, movie: i64) -> bool {
-        if user != self.user {
-            self.user = user;
-            self.last = 0;
-            self.ascending.clear();
-            self.others.clear();
-        }
-        if movie > self.last {
-            // Larger than anything seen for this user: new.
-            self.last = movie;
-            self.ascending.push(movie);
-            return true;
-        }
-        self.ascending.binary_search(&movie).is_err() && self.others.insert(movie)
-    }
-}
-
 /// Per MovieLens id: (rows, rows with a rating, sum of the ratings as PostgreSQL sums a
 /// `real` column in double precision).
 type RatingTotals = HashMap<i64, (u64, u64, f64), BuildHasherDefault<IdHasher>>;
+
+/// The user and movie of a ratings row, and whether both were plain digits (their text can be
+/// copied as is); `None` when either is not a positive integer.
+#[inline]
+fn rating_keys(row: &Row<'_>) -> Option<(i64, i64, bool)> {
+    let (u, m) = (row.get(R_USER), row.get(R_MOVIE));
+    match (parse_plain_id(u), parse_plain_id(m)) {
+        (Some(u), Some(m)) => Some((u, m, true)),
+        _ => Some((parse_positive_id(u)?, parse_positive_id(m)?, false)),
+    }
+}
+
+/// The state of one ratings file's first pass: its duplicate detection and where deferred
+/// rows go.
+struct RatingsPass {
+    keys: RatingKeys,
+    spill: Option<io::BufWriter<File>>,
+    spill_path: PathBuf,
+    /// Rows spilled.
+    deferred: u64,
+}
 
 #[inline]
 fn ratings_record(
     row: &Row<'_>,
     w: &mut CopyWriter,
     u: &mut [u64],
-    state: &mut RatingsState,
+    pass: &mut RatingsPass,
     totals: Option<&mut RatingTotals>,
 ) -> Result<Option<RejectReason>, CleanError> {
-    let (Some(user), Some(movie)) = (parse_positive_id(row.get(R_USER)), parse_positive_id(row.get(R_MOVIE))) else {
+    let Some((user, movie, plain)) = rating_keys(row) else {
         return Ok(Some(RejectReason::BadKey));
     };
-    if !state.insert(user, movie) {
-        return Ok(Some(RejectReason::DuplicateKey));
+    match pass.keys.insert(user, movie) {
+        Seen::New => {}
+        Seen::Duplicate => return Ok(Some(RejectReason::DuplicateRating)),
+        Seen::Defer => {
+            defer_rating(pass, row, user, movie)?;
+            return Ok(None);
+        }
     }
-    let rating = row.get(R_RATING);
-    w.raw(row.get(R_USER));
-    w.raw(row.get(R_MOVIE));
+    let keys = plain.then(|| (row.get(R_USER), row.get(R_MOVIE)));
+    write_rating(w, u, totals, user, movie, keys, row.get(R_RATING), row.get(R_TIME))
+}
+
+/// Spills a deferred row (counted accepted for now; [`resolve_deferred`] settles it).
+#[cold]
+fn defer_rating(pass: &mut RatingsPass, row: &Row<'_>, user: i64, movie: i64) -> Result<(), CleanError> {
+    let path = &pass.spill_path;
+    if pass.spill.is_none() {
+        let f = File::create(path).map_err(|e| CleanError::io(path, e))?;
+        pass.spill = Some(io::BufWriter::new(f));
+    }
+    let spill = pass.spill.as_mut().expect("spill file just opened");
+    let (line, raw) = row.raw();
+    pass.deferred += 1;
+    rating_keys::write_deferred(spill, user, movie, line, row.get(R_RATING), row.get(R_TIME), raw)
+        .map_err(|e| CleanError::io(path, e))
+}
+
+/// Writes one accepted ratings row and counts it in `totals`. `keys` is the source text of
+/// user and movie when it is plain digits (copied as is), else the integers are written.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn write_rating(
+    w: &mut CopyWriter,
+    u: &mut [u64],
+    totals: Option<&mut RatingTotals>,
+    user: i64,
+    movie: i64,
+    keys: Option<(&[u8], &[u8])>,
+    rating: &[u8],
+    time: &[u8],
+) -> Result<Option<RejectReason>, CleanError> {
+    match keys {
+        Some((user, movie)) => {
+            w.raw(user);
+            w.raw(movie);
+        }
+        None => {
+            w.int(user);
+            w.int(movie);
+        }
+    }
     let rated = checked(w, rating, u, R_RATING, is_f32);
-    bigint(w, row.get(R_TIME), u, R_TIME, false);
+    bigint(w, time, u, R_TIME, false);
     end(w)?;
     if let Some(totals) = totals {
         let t = totals.entry(movie).or_insert((0, 0, 0.0));
@@ -1455,6 +1539,224 @@ fn ratings_record(
         }
     }
     Ok(None)
+}
+
+/// At most this many (user, movie) pairs are held at once while settling deferred ratings
+/// (about 40 MiB); more are settled in several partitions of the revisited users.
+pub(crate) const PAIR_BUDGET: usize = 1_800_000;
+
+/// The partition of `user` among `parts`.
+#[inline]
+fn partition(user: i64, parts: u64) -> u64 {
+    ((user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % parts
+}
+
+/// Settles the deferred rows of a ratings file whose first pass deferred some (a file not
+/// grouped by user): reads the entry again for the pairs the first pass wrote for the
+/// revisited users, then goes through the spilled rows in file order, writing each new pair
+/// (after the file's other rows) and rejecting a repeated one `duplicate_rating`. Fixes
+/// `stats` (the deferred rows were counted accepted).
+///
+/// Memory: when the pairs to hold (the revisited users' earlier pairs plus the deferred rows)
+/// would pass `budget`, the revisited users are split by a hash into partitions settled one
+/// after the other, each with its own read of the entry and of the spill (a file far from
+/// grouped by user costs more reads, not more memory). A user's rows stay in file order.
+#[allow(clippy::too_many_arguments)]
+fn resolve_deferred(
+    env: &Env<'_>,
+    archive: &mut ZipArchive<File>,
+    entry: &'static str,
+    pass: RatingsPass,
+    w: &mut CopyWriter,
+    rejects: &mut CopyWriter,
+    totals: Option<&mut RatingTotals>,
+    stats: &mut FileStats,
+    budget: usize,
+) -> Result<(), CleanError> {
+    let RatingsPass {
+        keys,
+        spill,
+        spill_path,
+        deferred,
+    } = pass;
+    let Some(mut spill) = spill else {
+        return Ok(());
+    };
+    spill.flush().map_err(|e| CleanError::io(&spill_path, e))?;
+    drop(spill);
+    let started = Instant::now();
+    let revisited = keys.revisited();
+    // First try everything in one partition, giving up as soon as it would not fit.
+    let room = budget.saturating_sub(deferred as usize);
+    let (parts, mut first) = match earlier_pairs(env, archive, entry, revisited, (0, 1), Some(room))? {
+        Scan::Done(taken) if taken.len() + deferred as usize <= budget.max(1) => (1, Some(taken)),
+        Scan::Done(taken) => {
+            let parts = (taken.len() as u64 + deferred).div_ceil(budget.max(1) as u64).max(2);
+            (parts, None)
+        }
+        Scan::TooMany { held, index } => {
+            let earlier = held as u64 * keys.pairs() / index.max(1);
+            let parts = (earlier + deferred).div_ceil(budget.max(1) as u64).max(2);
+            (parts, None)
+        }
+    };
+    let mut u = [0u64; RATINGS_COLS.len()];
+    let mut totals = totals;
+    let mut duplicates = 0u64;
+    let mut d = rating_keys::Deferred {
+        user: 0,
+        movie: 0,
+        line: 0,
+        rating: Vec::new(),
+        time: Vec::new(),
+        raw: Vec::new(),
+    };
+    for part in 0..parts {
+        let mut taken = match first.take() {
+            Some(t) => t,
+            None => match earlier_pairs(env, archive, entry, revisited, (part, parts), None)? {
+                Scan::Done(t) => t,
+                Scan::TooMany { .. } => unreachable!("a scan without a limit does not stop early"),
+            },
+        };
+        let f = File::open(&spill_path).map_err(|e| CleanError::io(&spill_path, e))?;
+        let mut r = io::BufReader::with_capacity(1 << 16, f);
+        while rating_keys::read_deferred(&mut r, &mut d).map_err(|e| CleanError::io(&spill_path, e))? {
+            if parts > 1 && partition(d.user, parts) != part {
+                continue;
+            }
+            if taken.insert((d.user, d.movie)) {
+                write_rating(
+                    w,
+                    &mut u,
+                    totals.as_deref_mut(),
+                    d.user,
+                    d.movie,
+                    None,
+                    &d.rating,
+                    &d.time,
+                )?;
+            } else {
+                duplicates += 1;
+                write_reject(rejects, entry, d.line, &d.raw, RejectReason::DuplicateRating)?;
+            }
+        }
+    }
+    fs::remove_file(&spill_path).map_err(|e| CleanError::io(&spill_path, e))?;
+    stats.accepted -= duplicates;
+    if duplicates > 0 {
+        *stats
+            .rejected
+            .entry(RejectReason::DuplicateRating.as_str().to_string())
+            .or_default() += duplicates;
+    }
+    for (c, n) in RATINGS_COLS.iter().zip(u) {
+        if n > 0 {
+            *stats.unparsable.entry((*c).to_string()).or_default() += n;
+        }
+    }
+    tracing::info!(
+        entry,
+        revisited_users = revisited.len(),
+        deferred,
+        duplicates,
+        partitions = parts,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "ratings not grouped by user: deferred rows settled"
+    );
+    Ok(())
+}
+
+/// What [`earlier_pairs`] found.
+enum Scan {
+    /// The pairs.
+    Done(PairSet),
+    /// More than the limit: `held` pairs when the pair of index `index` passed it.
+    TooMany { held: usize, index: u64 },
+}
+
+/// The pairs the first pass wrote (or rejected as repeats) for the revisited users of
+/// partition `part.0` of `part.1`: their pairs before each one's first deferred row, from a
+/// second read of the entry. Stops early when more than `limit` pairs would be held.
+fn earlier_pairs(
+    env: &Env<'_>,
+    archive: &mut ZipArchive<File>,
+    entry: &'static str,
+    revisited: &HashMap<i64, u64, BuildHasherDefault<IdHasher>>,
+    (part, parts): (u64, u64),
+    limit: Option<usize>,
+) -> Result<Scan, CleanError> {
+    let (zip_path, limit_bytes) = (env.zip_path, env.limit);
+    let file = archive.by_name(entry).map_err(|source| CleanError::Zip {
+        path: zip_path.to_path_buf(),
+        source,
+    })?;
+    std::thread::scope(|scope| {
+        let (mut records, reader) =
+            input::spawn_reader(scope, Limited::new(file, limit_bytes)).map_err(|e| CleanError::io(zip_path, e))?;
+        let read_err = |e: csv::Error| read_error(e, entry, limit_bytes, zip_path);
+        let mut scan = || -> Result<Scan, CleanError> {
+            let mut taken = PairSet::default();
+            let mut header: Option<(usize, Vec<usize>)> = None;
+            let (mut index, mut count) = (0u64, 0u64);
+            while let Some(batch) = records.next_batch().map_err(read_err)? {
+                for (i, rec) in batch.records().iter().enumerate() {
+                    // The same records, in the same order, as the first pass's handler saw.
+                    let (width, idx) = match &header {
+                        Some((width, idx)) => (*width, idx.as_slice()),
+                        None => {
+                            header = Some((rec.len(), header_columns(entry, Some(rec), RATINGS_COLS)?));
+                            continue;
+                        }
+                    };
+                    if rec.len() == 1 && rec.get(0) == Some(b"\r") {
+                        continue;
+                    }
+                    count += 1;
+                    if count & 0xFFFF == 0 && (env.cancelled)() {
+                        return Err(CleanError::Cancelled);
+                    }
+                    if rec.len() != width {
+                        continue;
+                    }
+                    let row = Row {
+                        rec,
+                        idx,
+                        last: width - 1,
+                        batch: &batch,
+                        i,
+                    };
+                    let Some((user, movie, _)) = rating_keys(&row) else {
+                        continue;
+                    };
+                    let n = index;
+                    index += 1;
+                    if revisited.get(&user).is_some_and(|&first| n < first)
+                        && (parts == 1 || partition(user, parts) == part)
+                    {
+                        taken.insert((user, movie));
+                        if limit.is_some_and(|l| taken.len() > l) {
+                            return Ok(Scan::TooMany {
+                                held: taken.len(),
+                                index: n + 1,
+                            });
+                        }
+                    }
+                }
+                records.recycle(batch);
+            }
+            Ok(Scan::Done(taken))
+        };
+        let result = scan();
+        drop(records);
+        match reader.join() {
+            Ok(()) => result,
+            Err(_) => Err(CleanError::Corrupt {
+                entry: entry.to_string(),
+                detail: "the reading thread panicked".into(),
+            }),
+        }
+    })
 }
 
 /// The `real` nearest to a decimal that [`is_f32`] accepted. `D.D` (every MovieLens rating)
@@ -1489,4 +1791,82 @@ fn write_totals(totals: &RatingTotals, w: &mut CopyWriter) -> Result<(), CleanEr
         end(w)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A ratings file far from grouped by user (sorted by movie), cleaned with room for three
+    /// pairs: many partitions, each settled with its own reads. The same rows and rejects as
+    /// with the default budget (one partition), and as a set of every pair says.
+    #[test]
+    fn deferred_ratings_settle_the_same_in_many_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ratings = String::from("userId,movieId,rating,timestamp\n");
+        let mut seen = HashSet::new();
+        let (mut kept, mut dups) = (Vec::new(), 0);
+        let mut line = 1;
+        for movie in 1..=40u32 {
+            for user in (1..=30).filter(|u| !(u * movie).is_multiple_of(7)) {
+                // Every eleventh row repeats its pair further down.
+                for _ in 0..1 + usize::from((user + movie).is_multiple_of(11)) {
+                    line += 1;
+                    let r = format!("{user},{movie},{}.5,{line}", (user + movie) % 5);
+                    if seen.insert((user, movie)) {
+                        kept.push(r.replace(',', "\t"));
+                    } else {
+                        dups += 1;
+                    }
+                    ratings += &r;
+                    ratings.push('\n');
+                }
+            }
+        }
+        assert!(dups > 10);
+        let zip_path = dir.path().join("in.zip");
+        let mut zw = zip::ZipWriter::new(File::create(&zip_path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        for name in REQUIRED_ENTRIES {
+            zw.start_file(name, opts).unwrap();
+            let text = match name {
+                "movies_metadata.csv" => "id\n".to_string(),
+                "credits.csv" => "cast,crew,id\n".to_string(),
+                "keywords.csv" => "id,keywords\n".to_string(),
+                "links.csv" | "links_small.csv" => "movieId,imdbId,tmdbId\n".to_string(),
+                _ => ratings.clone(),
+            };
+            let text = if name == "movies_metadata.csv" {
+                format!("{}\n", MM_COLS.join(","))
+            } else {
+                text
+            };
+            zw.write_all(text.as_bytes()).unwrap();
+        }
+        zw.finish().unwrap();
+        let read = |out: &Path, file: &str| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_to_string(out.join(file))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            v.sort();
+            v
+        };
+        let mut outs = Vec::new();
+        for (name, budget) in [("one", PAIR_BUDGET), ("many", 3)] {
+            let out = dir.path().join(name);
+            let m = clean_zip_with_budget(&zip_path, &out, &CleanConfig::default(), &|| false, budget).unwrap();
+            let f = &m.files["ratings.csv"];
+            assert_eq!(f.accepted, kept.len() as u64, "{name}");
+            assert_eq!(f.rejected["duplicate_rating"], dups, "{name}");
+            let mut want = kept.clone();
+            want.sort();
+            assert_eq!(read(&out, "ratings.tsv"), want, "{name}");
+            assert_eq!(read(&out, "ratings_small.tsv"), want, "{name}");
+            outs.push((read(&out, "rejects.tsv"), read(&out, "ratings_per_movie.tsv")));
+        }
+        assert_eq!(outs[0], outs[1]);
+    }
 }

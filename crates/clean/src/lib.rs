@@ -13,7 +13,8 @@
 //!   the clean ([`CleanError`]).
 //! - Output is deterministic: the same zip gives byte-identical files (file order everywhere,
 //!   no hash-map iteration, no timestamps).
-//! - Memory does not grow with the ratings file: only movie ids and dimension keys are held.
+//! - Memory does not grow with the ratings file: only movie ids, dimension keys and the
+//!   MovieLens user ids (8 bytes each) are held, when the file is grouped by user.
 //!
 //! Processing order: `movies_metadata.csv` first (its accepted ids decide which `credits.csv`
 //! and `keywords.csv` rows are kept), then credits, keywords, links, links_small, ratings,
@@ -28,14 +29,26 @@
 //! - credits, keywords: as movies, plus `unknown_movie` for an id that is not an accepted movie;
 //! - links: `movieId` must be a positive integer (`bad_key`) and unique (`duplicate_key`);
 //!   an empty `tmdbId` is NULL;
-//! - ratings: `userId` and `movieId` must be positive integers (`bad_key`); a repeated
-//!   (user, movie) pair is rejected `duplicate_key` when it occurs within the same run of
-//!   rows of that user (the file is sorted by user). A repeat split by other users' rows is
-//!   not detected here: the primary key of the table refuses it at load.
+//! - ratings: `userId` and `movieId` must be positive integers (`bad_key`); a (user, movie)
+//!   pair seen anywhere earlier in the file is rejected `duplicate_rating` (the first row in
+//!   file order wins, and only it is summed into `ratings_per_movie`). A file grouped by user
+//!   (every real copy) is read once, holding one user's movies and the list of users; rows of
+//!   a user that comes back after other users' rows are spilled to a file and settled at the
+//!   end, with a second read of the entry (see `rating_keys`).
+//!
+//! Every key of every table is unique by construction, so a load never fails on data: movie
+//! ids (first row wins), dimension ids and codes (first name wins), one link row per distinct
+//! key per movie, cast and crew `ord` (the list position; one credits row per movie), links
+//! `movieId`, ratings (user, movie), and `ratings_per_movie` (one row per movie id).
 //!
 //! Text fields that are empty in the CSV are written as NULL (CSV cannot tell empty from
 //! missing); a text containing a NUL byte is NULL and counted unparsable. Integers and floats
 //! that pass the checks are written as their source text; dates must be real calendar dates.
+//! An integer column (ids and keys, budget, revenue, vote_count, tmdbId, ratings' timestamp)
+//! also takes an exact integer written as a float, the way pandas re-saves such columns
+//! (`373554033.0`, `1e3`, `1.5E2`), and writes that integer; a fractional part (`12.5`) or a
+//! value outside 64 bits stays unparsable (a bad key for ids). The plain-digits path is
+//! unchanged: no float parsing, no allocation.
 //!
 //! Records end at `\n` (a CRLF's `\r` is cut): a bare `\r` inside an unquoted field stays
 //! data. That is how the real file's "3 broken rows" came about (an overview with a bare CR,
@@ -55,6 +68,7 @@ mod error;
 mod input;
 pub mod literal;
 mod manifest;
+mod rating_keys;
 mod scalar;
 mod schema;
 mod task;

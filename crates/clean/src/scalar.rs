@@ -40,13 +40,113 @@ pub(crate) fn parse_i64(b: &[u8]) -> Option<i64> {
     }
 }
 
-/// A key (`id`, `movieId`, `userId`): ASCII digits only, value above zero.
+/// An integer column's value: a plain decimal integer ([`parse_i64`], the fast path), or an
+/// exact integer written as a float the way pandas re-saves integral columns (`373554033.0`,
+/// `5415.00`, `1e3`, `1.5E2`, `-0.0`). Anything with a non-zero fractional part (`12.5`),
+/// outside `i64`, or not a number is `None`. (The writers call the two paths themselves: a
+/// plain integer's text is copied as is, the other shape is written as the integer.)
+#[cfg(test)]
+pub(crate) fn parse_integral(b: &[u8]) -> Option<i64> {
+    match parse_i64(b) {
+        Some(v) => Some(v),
+        None => parse_integral_float(b),
+    }
+}
+
+/// The slow path of [`parse_integral`]: `-?D*(.D*)?([eE][+-]?D+)?` with at least one mantissa
+/// digit, read exactly (no float conversion, no allocation).
+#[cold]
+pub(crate) fn parse_integral_float(b: &[u8]) -> Option<i64> {
+    let (negative, b) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    let (mantissa, exp) = match b.iter().position(|&c| c == b'e' || c == b'E') {
+        Some(i) => (&b[..i], Some(&b[i + 1..])),
+        None => (b, None),
+    };
+    let int_len = mantissa.iter().take_while(|c| c.is_ascii_digit()).count();
+    let (int, frac) = match &mantissa[int_len..] {
+        [] => (mantissa, &b""[..]),
+        [b'.', frac @ ..] if frac.iter().all(u8::is_ascii_digit) => (&mantissa[..int_len], frac),
+        _ => return None,
+    };
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    // The exponent, clamped: beyond ±10^6 only an all-zero mantissa gives an i64.
+    let exp: i64 = match exp {
+        None => 0,
+        Some(e) => {
+            let (neg, digits) = match e.first()? {
+                b'-' => (true, &e[1..]),
+                b'+' => (false, &e[1..]),
+                _ => (false, e),
+            };
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let v = digits
+                .iter()
+                .try_fold(0i64, |acc, &c| {
+                    let v = acc * 10 + i64::from(c - b'0');
+                    (v <= 1_000_000).then_some(v)
+                })
+                .unwrap_or(1_000_001);
+            if neg {
+                -v
+            } else {
+                v
+            }
+        }
+    };
+    // Significant digits: int ++ frac without leading zeros; trailing zeros move into the
+    // exponent. value = digits * 10^shift.
+    let all = || int.iter().chain(frac.iter()).copied();
+    let total = int.len() + frac.len();
+    let lead = all().take_while(|&c| c == b'0').count();
+    if lead == total {
+        return Some(0);
+    }
+    let trail = all().rev().take_while(|&c| c == b'0').count();
+    let sig = total - lead - trail;
+    let shift = exp - frac.len() as i64 + trail as i64;
+    if shift < 0 || sig as i64 + shift > 19 {
+        // A fractional part, or more than 19 digits: not an i64.
+        return None;
+    }
+    let mut m: u128 = 0;
+    for c in all().skip(lead).take(sig) {
+        m = m * 10 + u128::from(c - b'0');
+    }
+    for _ in 0..shift {
+        m *= 10;
+    }
+    if negative {
+        (m <= i64::MAX as u128 + 1).then(|| (m as i64).wrapping_neg())
+    } else {
+        i64::try_from(m).ok()
+    }
+}
+
+/// A key (`id`, `movieId`, `userId`) written as plain ASCII digits, value above zero: the
+/// hot path of [`parse_positive_id`], whose text can be copied to the output as is.
 #[inline]
-pub(crate) fn parse_positive_id(b: &[u8]) -> Option<i64> {
+pub(crate) fn parse_plain_id(b: &[u8]) -> Option<i64> {
     if b.first() == Some(&b'-') {
         return None;
     }
     parse_i64(b).filter(|&v| v > 0)
+}
+
+/// A key (`id`, `movieId`, `userId`): a positive integer, plain or integral-float
+/// ([`parse_integral`]: `862.0` is 862).
+#[inline]
+pub(crate) fn parse_positive_id(b: &[u8]) -> Option<i64> {
+    match parse_plain_id(b) {
+        Some(v) => Some(v),
+        None => parse_integral_float(b).filter(|&v| v > 0),
+    }
 }
 
 /// Whether `b` is a float PostgreSQL's `double precision` accepts and Rust reads as finite.
@@ -172,6 +272,70 @@ mod tests {
         assert_eq!(parse_positive_id(b"0"), None);
         assert_eq!(parse_positive_id(b"-3"), None);
         assert_eq!(parse_positive_id(b"862"), Some(862));
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let cases: &[(&str, Option<i64>)] = &[
+            ("373554033.0", Some(373_554_033)),
+            ("5415.0", Some(5415)),
+            ("5415.000", Some(5415)),
+            ("5415.", Some(5415)),
+            ("-7.0", Some(-7)),
+            ("-0.0", Some(0)),
+            ("0.0", Some(0)),
+            (".0", Some(0)),
+            ("1e3", Some(1000)),
+            ("1E3", Some(1000)),
+            ("1e+3", Some(1000)),
+            ("1.5E2", Some(150)),
+            ("1.25e2", Some(125)),
+            ("2.787965087e9", Some(2_787_965_087)),
+            ("12500e-2", Some(125)),
+            ("1000e-3", Some(1)),
+            ("0e999999999", Some(0)),
+            ("9223372036854775807.0", Some(i64::MAX)),
+            ("-9223372036854775808.0", Some(i64::MIN)),
+            ("9.223372036854775807e18", Some(i64::MAX)),
+            // A fractional part, out of range, or not a number: unparsable.
+            ("12.5", None),
+            ("0.5", None),
+            ("1.25e1", None),
+            ("1e-3", None),
+            ("125e-2", None),
+            ("9223372036854775808.0", None),
+            ("1e19", None),
+            ("1e999999999", None),
+            ("", None),
+            (".", None),
+            ("-", None),
+            ("e3", None),
+            ("1e", None),
+            ("1e+", None),
+            ("1.0.0", None),
+            ("+5.0", None),
+            (" 5.0", None),
+            ("5.0 ", None),
+            ("1,0", None),
+            ("inf", None),
+            ("NaN", None),
+            ("0x10", None),
+            ("1997-08-20", None),
+        ];
+        for &(text, want) in cases {
+            assert_eq!(parse_integral(text.as_bytes()), want, "{text:?}");
+        }
+        // The plain path is unchanged.
+        assert_eq!(parse_integral(b"42"), Some(42));
+        assert_eq!(parse_integral(b"-007"), Some(-7));
+        // Keys: positive only, either shape; the plain-only parser refuses the float shape.
+        assert_eq!(parse_positive_id(b"862.0"), Some(862));
+        assert_eq!(parse_positive_id(b"8.62e2"), Some(862));
+        assert_eq!(parse_positive_id(b"0.0"), None);
+        assert_eq!(parse_positive_id(b"-3.0"), None);
+        assert_eq!(parse_positive_id(b"862.5"), None);
+        assert_eq!(parse_plain_id(b"862"), Some(862));
+        assert_eq!(parse_plain_id(b"862.0"), None);
     }
 
     #[test]

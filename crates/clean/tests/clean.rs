@@ -151,7 +151,8 @@ fn movies_csv() -> Vec<u8> {
         ("genres", "[{'id': 1, 'name': 'Broken'"),
         ("production_companies", "[{'name': 'No id'}, {'name': 'Good', 'id': 7}]"),
         ("budget", "/ff9q.jpg"),
-        ("vote_count", "12.0"),
+        // A fractional part: not an integer (`12.0` would be 12).
+        ("vote_count", "12.5"),
         ("runtime", "1e999"),
         ("belongs_to_collection", "None"),
     ]);
@@ -339,13 +340,13 @@ fn fixture_archive_is_cleaned() {
     assert_eq!(li.rejected, counts(&[("bad_key", 1), ("duplicate_key", 1)]));
     assert_eq!(li.unparsable, counts(&[("tmdbId", 1)]));
     let ra = &m.files["ratings.csv"];
-    assert_eq!((ra.records, ra.accepted), (7, 5));
-    assert_eq!(ra.rejected, counts(&[("bad_key", 1), ("duplicate_key", 1)]));
+    assert_eq!((ra.records, ra.accepted), (7, 4));
+    assert_eq!(ra.rejected, counts(&[("bad_key", 1), ("duplicate_rating", 2)]));
     assert_eq!(ra.unparsable, counts(&[("rating", 1)]));
     assert_eq!(m.files["ratings_small.csv"].accepted, 1);
     assert_eq!(m.files["links_small.csv"].accepted, 1);
     assert_eq!(m.ignored_entries, vec!["README.txt".to_string()]);
-    assert_eq!(m.total_rejected(), 6 + 3 + 1 + 2 + 2);
+    assert_eq!(m.total_rejected(), 6 + 3 + 1 + 2 + 3);
     assert_eq!(m.rejects.rows, m.total_rejected());
     assert_eq!(m.rejected_by_reason()["duplicate_id"], 4);
     for f in m.files.values() {
@@ -441,8 +442,7 @@ fn fixture_archive_is_cleaned() {
             "1\t1029\t3.0\t1260759179",
             "2\t31\t5.0\t1260760000",
             "2\t50\t\\N\t1",
-            // Not adjacent to the first (1, 31): left for the primary key at load.
-            "1\t31\t3.0\t1",
+            // The last row, (1, 31) again after user 2's rows, is rejected: the first wins.
         ]
     );
 
@@ -468,8 +468,10 @@ fn fixture_archive_is_cleaned() {
         ("keywords.csv", "4", "unknown_movie"),
         ("links.csv", "4", "bad_key"),
         ("links.csv", "5", "duplicate_key"),
-        ("ratings.csv", "4", "duplicate_key"),
+        ("ratings.csv", "4", "duplicate_rating"),
         ("ratings.csv", "7", "bad_key"), // after a blank CRLF line
+        // Far from the first (1, 31), after another user's rows: settled at the end of the file.
+        ("ratings.csv", "9", "duplicate_rating"),
     ];
     let want: Vec<(String, String, String)> = want
         .into_iter()
@@ -483,13 +485,241 @@ fn fixture_archive_is_cleaned() {
     )));
     assert!(rejects.contains(&"credits.csv\t4\tduplicate_id\t[],[],862".to_string()));
     assert!(rejects.contains(&"keywords.csv\t4\tunknown_movie\t424242,[]".to_string()));
-    assert!(rejects.contains(&"ratings.csv\t4\tduplicate_key\t1,31,4.0,1260759999".to_string()));
+    assert!(rejects.contains(&"ratings.csv\t4\tduplicate_rating\t1,31,4.0,1260759999".to_string()));
+    assert!(rejects.contains(&"ratings.csv\t9\tduplicate_rating\t1,31,3.0,1".to_string()));
     assert!(rejects.contains(&"links.csv\t4\tbad_key\t3,0,0000001".to_string()));
     let utf8 = rejects.iter().find(|l| l.contains("invalid_utf8")).unwrap();
     assert!(
         utf8.starts_with("movies_metadata.csv\t13\tinvalid_utf8\t800,\u{FFFD},"),
         "{utf8}"
     );
+}
+
+/// A ratings file where users come back after other users' rows (repeats far apart, one
+/// within a revisit, users out of order), and the rows a first-wins rule keeps, worked out
+/// here with a set of every pair.
+fn scattered_ratings() -> (String, Vec<String>, Vec<(u64, String)>) {
+    let mut rows: Vec<(u64, u64, &str)> = Vec::new();
+    for user in 1..=300 {
+        for movie in 1..=10 {
+            rows.push((user, movie, if (user + movie) % 2 == 0 { "4.0" } else { "2.5" }));
+        }
+    }
+    rows.extend([
+        (5, 3, "1.0"),    // repeat of a row 2,950 rows earlier
+        (5, 11, "3.5"),   // new
+        (5, 11, "0.5"),   // repeat within the revisit
+        (400, 1, "5.0"),  // a new user, in order
+        (150, 10, "1.0"), // a repeat too
+        (150, 20, "4.5"),
+        (5, 12, "3.0"),
+        (5, 3, "2.0"),   // a third (5, 3)
+        (350, 1, "1.5"), // a new user out of order
+        (350, 1, "1.5"),
+        (401, 2, "2.0"),
+        (350, 2, "3.0"), // user 350 revisited
+        (350, 1, "3.0"),
+        (400, 1, "4.0"),
+    ]);
+    let mut csv = String::from("userId,movieId,rating,timestamp\n");
+    let mut seen = std::collections::HashSet::new();
+    let (mut kept, mut dups) = (Vec::new(), Vec::new());
+    for (i, (u, m, r)) in rows.iter().enumerate() {
+        let text = format!("{u},{m},{r},{}", 1_000_000 + i);
+        csv += &text;
+        csv.push('\n');
+        if seen.insert((*u, *m)) {
+            kept.push(text.replace(',', "\t"));
+        } else {
+            dups.push((i as u64 + 2, text));
+        }
+    }
+    (csv, kept, dups)
+}
+
+#[test]
+fn far_apart_duplicate_ratings_are_rejected_and_the_first_wins() {
+    let (csv, kept, dups) = scattered_ratings();
+    assert_eq!(dups.len(), 7);
+    let mut entries = fixture_entries();
+    for (name, data) in &mut entries {
+        if name == "ratings.csv" || name == "ratings_small.csv" {
+            *data = csv.clone().into_bytes();
+        }
+    }
+    let fx = Fixture::new(&entries);
+    let m = fx.clean().unwrap();
+    for file in ["ratings.csv", "ratings_small.csv"] {
+        let f = &m.files[file];
+        assert_eq!((f.records, f.accepted), (3014, kept.len() as u64), "{file}");
+        assert_eq!(f.rejected, counts(&[("duplicate_rating", 7)]), "{file}");
+        assert_eq!(f.unparsable, BTreeMap::new());
+    }
+    for table in ["ratings.tsv", "ratings_small.tsv"] {
+        let mut got = fx.lines(table);
+        got.sort();
+        let mut want = kept.clone();
+        want.sort();
+        assert_eq!(got, want, "{table}: every first occurrence, no repeat");
+    }
+    // The rejects name each repeat with its line and raw text.
+    let rejects = fx.lines("rejects.tsv");
+    for (line, raw) in &dups {
+        for file in ["ratings.csv", "ratings_small.csv"] {
+            let r = format!("{file}\t{line}\tduplicate_rating\t{raw}");
+            assert!(rejects.contains(&r), "{r} missing from {rejects:?}");
+        }
+    }
+    // The totals count only the kept rows (ratings are multiples of 0.5: exact sums).
+    let mut totals: BTreeMap<i64, (u64, f64)> = BTreeMap::new();
+    for row in &kept {
+        let f: Vec<&str> = row.split('\t').collect();
+        let t = totals.entry(f[1].parse().unwrap()).or_default();
+        t.0 += 1;
+        t.1 += f64::from(f[2].parse::<f32>().unwrap());
+    }
+    let want: Vec<String> = totals
+        .iter()
+        .map(|(movie, (n, sum))| format!("{movie}\t{n}\t{n}\t{sum:?}"))
+        .collect();
+    assert_eq!(fx.lines("ratings_per_movie.tsv"), want);
+    // The spill files are gone, and a rerun gives the same bytes.
+    let names: Vec<String> = fs::read_dir(fx.out())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    let first = read_dir(&fx.out());
+    fx.clean().unwrap();
+    assert_eq!(read_dir(&fx.out()), first);
+}
+
+/// Rewrites a CSV file the way pandas re-saves a frame whose integer columns held a missing
+/// value: every plain integer of the named columns gets `.0` (and one in three an exponent
+/// form instead: `1.5E2`-style). Keeps a BOM, CRLF line ends and the field layout.
+fn pandas_style(data: &[u8], int_cols: &[&str]) -> Vec<u8> {
+    let (bom, body) = match data.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => (true, rest),
+        None => (false, data),
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(body);
+    let mut out = Vec::new();
+    if bom {
+        out.extend_from_slice(b"\xEF\xBB\xBF");
+    }
+    let mut wtr = csv::WriterBuilder::new().flexible(true).from_writer(&mut out);
+    let mut targets: Vec<usize> = Vec::new();
+    let mut n = 0usize;
+    for (i, rec) in rdr.byte_records().enumerate() {
+        let rec = rec.unwrap();
+        let mut fields: Vec<Vec<u8>> = rec.iter().map(<[u8]>::to_vec).collect();
+        let crlf = fields.last_mut().is_some_and(|f| f.last() == Some(&b'\r'));
+        if crlf {
+            fields.last_mut().unwrap().pop();
+        }
+        if fields == [Vec::<u8>::new()] {
+            continue; // a blank line
+        }
+        if i == 0 {
+            targets = int_cols
+                .iter()
+                .map(|c| fields.iter().position(|f| f == c.as_bytes()).expect("column"))
+                .collect();
+        } else {
+            for &t in &targets {
+                let Some(f) = fields.get_mut(t) else { continue };
+                let digits = f.strip_prefix(b"-").unwrap_or(f);
+                if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+                    n += 1;
+                    if n.is_multiple_of(3) && digits.len() > 1 {
+                        // 1234 -> 1.234E3
+                        let neg = f.len() != digits.len();
+                        let mut e = if neg { b"-".to_vec() } else { Vec::new() };
+                        e.push(digits[0]);
+                        e.push(b'.');
+                        e.extend_from_slice(&digits[1..]);
+                        e.extend_from_slice(format!("E{}", digits.len() - 1).as_bytes());
+                        *f = e;
+                    } else {
+                        f.extend_from_slice(b".0");
+                    }
+                }
+            }
+        }
+        wtr.write_record(&fields).unwrap();
+    }
+    drop(wtr);
+    out
+}
+
+#[test]
+fn a_pandas_style_archive_cleans_to_the_same_rows() {
+    let plain = fixture_entries();
+    let pandas: Entries = plain
+        .iter()
+        .map(|(name, data)| {
+            let cols: &[&str] = match name.as_str() {
+                "movies_metadata.csv" => &["id", "budget", "revenue", "vote_count"],
+                "credits.csv" | "keywords.csv" => &["id"],
+                "links.csv" | "links_small.csv" => &["movieId", "tmdbId"],
+                "ratings.csv" | "ratings_small.csv" => &["userId", "movieId", "timestamp"],
+                _ => return (name.clone(), data.clone()),
+            };
+            let out = pandas_style(data, cols);
+            assert_ne!(&out, data, "{name} was rewritten");
+            (name.clone(), out)
+        })
+        .collect();
+    let text = String::from_utf8_lossy(&pandas[0].1).into_owned();
+    assert!(
+        text.contains(",373554033.0,") || text.contains(",3.73554033E8,"),
+        "{text}"
+    );
+    let (a, b) = (Fixture::new(&plain), Fixture::new(&pandas));
+    let (ma, mb) = (a.clean().unwrap(), b.clean().unwrap());
+    for t in TABLES {
+        let file = format!("{}.tsv", t.name);
+        assert_eq!(a.lines(&file), b.lines(&file), "{file}");
+    }
+    for (name, fa) in &ma.files {
+        let fb = &mb.files[name];
+        assert_eq!(
+            (fa.accepted, &fa.rejected, &fa.unparsable),
+            (fb.accepted, &fb.rejected, &fb.unparsable),
+            "{name}"
+        );
+    }
+    // Fractional values stay unparsable, in every integer column.
+    let mut entries = plain.clone();
+    entries[0].1 = (MOVIES_HEADER.join(",")
+        + "\n"
+        + &movie(&[
+            ("id", "1"),
+            ("budget", "10.5"),
+            ("revenue", "1e-1"),
+            ("vote_count", "3.25"),
+        ])
+        + "\n"
+        + &movie(&[("id", "2.5"), ("title", "Fraction")])
+        + "\n")
+        .into_bytes();
+    entries[5].1 = b"userId,movieId,rating,timestamp\n1,1.5,4.0,1\n1,2,4.0,1.5\n".to_vec();
+    let fx = Fixture::new(&entries);
+    let m = fx.clean().unwrap();
+    let mm = &m.files["movies_metadata.csv"];
+    assert_eq!(mm.rejected, counts(&[("bad_id", 1)]));
+    assert_eq!(
+        mm.unparsable,
+        counts(&[("budget", 1), ("revenue", 1), ("vote_count", 1)])
+    );
+    let ra = &m.files["ratings.csv"];
+    assert_eq!(ra.rejected, counts(&[("bad_key", 1)]));
+    assert_eq!(ra.unparsable, counts(&[("timestamp", 1)]));
+    assert_eq!(fx.lines("ratings.tsv"), ["1\t2\t4.0\t\\N"]);
 }
 
 #[test]

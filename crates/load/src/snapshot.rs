@@ -167,7 +167,7 @@ pub struct SnapshotInfo {
     pub error: Option<String>,
 }
 
-fn q(schema: &str) -> String {
+pub(crate) fn q(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
 }
 
@@ -502,6 +502,8 @@ async fn build(
 
     // Per-reason and per-column counts, stored with the snapshot they belong to.
     store_counts(conn, manifest, schema).await?;
+    // What `movies` shows now, for the diff (see `diff`).
+    let diff_base = crate::diff::prepare(conn, schema).await?;
 
     // Everything else is a graph of jobs over `parallelism` connections (see `graph`).
     let mut jobs: Vec<Job> = Vec::new();
@@ -632,6 +634,13 @@ async fn build(
         v
     };
     let keys_end = jobs.len();
+    let movies_keyed = keys_of["movies"].clone();
+    jobs.push(Job::sql(
+        "diff movies",
+        crate::diff::statements(schema, &diff_base),
+        movies_keyed,
+        0,
+    ));
     // Foreign keys, one after the other (each locks the referenced table), once the keys of
     // both sides exist.
     let fk_tables: Vec<&str> = TABLES
