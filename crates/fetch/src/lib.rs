@@ -258,17 +258,15 @@ impl Progress {
         }
         self.last = Instant::now();
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = bytes.saturating_sub(self.start_bytes) as f64 / secs / (1024.0 * 1024.0);
-        match self.total {
-            Some(total) if total > 0 => tracing::info!(
-                bytes,
-                total,
-                percent = format!("{:.1}", bytes as f64 * 100.0 / total as f64),
-                mib_per_s = format!("{rate:.1}"),
-                "downloading"
-            ),
-            _ => tracing::info!(bytes, mib_per_s = format!("{rate:.1}"), "downloading"),
-        }
+        let per_sec = bytes.saturating_sub(self.start_bytes) as f64 / secs;
+        let event = reelflow_dag::ProgressEvent {
+            item: "source.zip".into(),
+            done: bytes,
+            total: self.total.filter(|t| *t > 0),
+            unit: reelflow_dag::Unit::Bytes,
+            per_sec,
+        };
+        reelflow_dag::report_progress("downloading", &event);
     }
 }
 

@@ -271,8 +271,17 @@ pub(crate) async fn copy_file(
     loop {
         if last_progress.elapsed() >= std::time::Duration::from_secs(5) {
             last_progress = Instant::now();
-            let mb = sent as f64 / 1e6;
-            tracing::info!(file = %path.display(), mb_sent = mb as u64, mb_per_sec = (mb / started.elapsed().as_secs_f64()) as u64, "copying");
+            let event = reelflow_dag::ProgressEvent {
+                item: path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                done: sent,
+                total: (left != u64::MAX).then(|| left + sent),
+                unit: reelflow_dag::Unit::Bytes,
+                per_sec: sent as f64 / started.elapsed().as_secs_f64().max(1e-3),
+            };
+            reelflow_dag::report_progress("copying", &event);
         }
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = match file.read(&mut buf[..want]).await {
@@ -736,6 +745,10 @@ async fn build(
             copies_left -= 1;
             if copies_left == 0 {
                 tracing::info!(schema, seconds = started.elapsed().as_secs_f64(), "COPY done");
+                reelflow_dag::report_progress(
+                    "building keys",
+                    &reelflow_dag::ProgressEvent::step("building keys and indexes"),
+                );
                 reelflow_dag::failpoint("load.after_copy");
             }
         } else if (keys_start..keys_end).contains(&i) {
@@ -745,6 +758,10 @@ async fn build(
                     schema,
                     seconds = started.elapsed().as_secs_f64(),
                     "keys and indexes built"
+                );
+                reelflow_dag::report_progress(
+                    "building reports",
+                    &reelflow_dag::ProgressEvent::step("building reports"),
                 );
                 reelflow_dag::failpoint("load.after_keys");
             }

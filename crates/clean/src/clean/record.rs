@@ -160,12 +160,14 @@ where
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();
                     let secs = progress_started.elapsed().as_secs_f64();
-                    tracing::info!(
-                        entry,
-                        records = count,
-                        records_per_sec = (count as f64 / secs) as u64,
-                        "cleaning"
-                    );
+                    let event = reelflow_dag::ProgressEvent {
+                        item: entry.to_string(),
+                        done: count,
+                        total: None,
+                        unit: reelflow_dag::Unit::Records,
+                        per_sec: count as f64 / secs,
+                    };
+                    reelflow_dag::report_progress("cleaning", &event);
                 }
             }
             let verdict = if rec.len() != width {
