@@ -36,6 +36,7 @@ async fn start(db: &TestDb, token: Option<&str>) -> SocketAddr {
         liveness_secs: 60,
         shutting_down: AtomicBool::new(false),
         engine: None,
+        ops: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -44,6 +44,7 @@ async fn start(pool: PgPool) -> SocketAddr {
         liveness_secs: 60,
         shutting_down: AtomicBool::new(false),
         engine: None,
+        ops: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -794,6 +795,7 @@ async fn the_openapi_document_describes_what_the_server_does() {
                     Value::Number(n) if n.is_i64() => types.contains(&"integer") || types.contains(&"number"),
                     Value::Number(_) => types.contains(&"number"),
                     Value::String(_) => types.contains(&"string"),
+                    Value::Bool(_) => types.contains(&"boolean"),
                     _ => false,
                 };
                 assert!(fits, "{path} {k}: {v} is not {types:?}");

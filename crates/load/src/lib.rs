@@ -15,7 +15,7 @@ mod snapshot;
 
 pub use reports::{Report, REPORTS};
 pub use snapshot::{
-    build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, reuse_snapshot, rollback,
-    unchanged_snapshot, LoadConfig, LoadError, LoadOutput, LoadTask, PublishOutput, PublishTask, SnapshotInfo,
-    PUBLISHED_SCHEMA,
+    build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, publish_with, reuse_snapshot,
+    roll, rollback, unchanged_snapshot, LoadConfig, LoadError, LoadOutput, LoadTask, PublishOutput, PublishTask,
+    RollTarget, SnapshotInfo, PUBLISHED_SCHEMA,
 };

@@ -31,6 +31,8 @@ pub struct AppState {
     pub liveness_secs: i64,
     pub shutting_down: AtomicBool,
     pub engine: Option<Arc<crate::engine::Engine>>,
+    /// Retention and backfill limits of the operator actions.
+    pub ops: ops::OpsConfig,
 }
 
 /// An error as JSON: `{"error": {"code": ..., "message": ...}}`. Internals are logged, not sent.
@@ -86,7 +88,9 @@ impl From<anyhow::Error> for ApiError {
         if let Some(le) = e.downcast_ref::<reelflow_load::LoadError>() {
             if matches!(
                 le,
-                reelflow_load::LoadError::NoPrevious | reelflow_load::LoadError::NotPublishable { .. }
+                reelflow_load::LoadError::NoPrevious(_)
+                    | reelflow_load::LoadError::NoForward(_)
+                    | reelflow_load::LoadError::NotPublishable { .. }
             ) {
                 return ApiError::new(StatusCode::CONFLICT, "conflict", le.to_string());
             }
@@ -285,13 +289,36 @@ async fn snapshots(State(s): State<Arc<AppState>>) -> ApiResult<serde_json::Valu
     Ok(Json(json!({ "snapshots": snaps })))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    /// Publish this kept snapshot instead of the previous one.
+    to: Option<i64>,
+}
+
 async fn rollback(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    b: Option<Json<RollbackBody>>,
+) -> ApiResult<reelflow_load::PublishOutput> {
+    let origin = authorize(&s, &headers, peer)?;
+    let target = match b.and_then(|Json(b)| b.to) {
+        Some(id) => reelflow_load::RollTarget::Id(id),
+        None => reelflow_load::RollTarget::Previous,
+    };
+    Ok(Json(ops::rollback(&s.pool, target, &s.ops, &origin).await?))
+}
+
+async fn rollforward(
     State(s): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> ApiResult<reelflow_load::PublishOutput> {
     let origin = authorize(&s, &headers, peer)?;
-    Ok(Json(ops::rollback(&s.pool, &origin).await?))
+    Ok(Json(
+        ops::rollback(&s.pool, reelflow_load::RollTarget::Forward, &s.ops, &origin).await?,
+    ))
 }
 
 async fn livez(State(s): State<Arc<AppState>>) -> Response {
@@ -438,6 +465,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/backfill", post(backfill))
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/snapshots/rollback", post(rollback))
+        .route("/api/v1/snapshots/rollforward", post(rollforward))
         .merge(crate::reports_api::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

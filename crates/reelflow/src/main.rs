@@ -121,10 +121,21 @@ enum TasksAction {
 
 #[derive(Subcommand)]
 enum SnapshotAction {
-    /// List snapshots, newest first.
-    List,
-    /// Publish the previous snapshot again.
-    Rollback,
+    /// List snapshots, newest first; marks the one `rollback` (and `rollforward`) would publish.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish again what `movies` showed before the current snapshot (the publish history,
+    /// not the newest other snapshot); the current one becomes rolled_back.
+    Rollback {
+        /// Publish this kept (retired or rolled-back) snapshot instead.
+        #[arg(long, value_name = "ID")]
+        to: Option<i64>,
+    },
+    /// Undo the last rollback: publish again the snapshot it rolled back away from.
+    Rollforward,
 }
 
 #[derive(Subcommand)]
@@ -199,6 +210,19 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `published snapshot 4 (period 2026-11) again; snapshot 6 was rolled back`.
+fn describe_roll(out: &reelflow_load::PublishOutput, what: &str) -> String {
+    let mut s = format!("published snapshot {} (period {}) again", out.snapshot_id, out.period);
+    if let Some(r) = out.replaced {
+        s += &format!("; snapshot {r} was {what}");
+    }
+    if !out.dropped.is_empty() {
+        let d: Vec<String> = out.dropped.iter().map(|i| i.to_string()).collect();
+        s += &format!("; retention dropped {}", d.join(", "));
+    }
+    s
 }
 
 fn print_json(v: &impl serde::Serialize) {
@@ -353,31 +377,44 @@ async fn dispatch(
         Command::Snapshots { action } => {
             let pool = db::connect(&cfg).await?;
             match action {
-                SnapshotAction::List => {
+                SnapshotAction::List { json } => {
                     let snaps = reelflow_load::list_snapshots(&pool).await?;
-                    println!(
-                        "{:>5}  {:<8}  {:<11}  {:<22}  {:>12}  {:>8}  published",
-                        "id", "period", "state", "schema", "rows", "rejects"
-                    );
-                    for s in snaps {
+                    if json {
+                        print_json(&snaps);
+                    } else {
                         println!(
-                            "{:>5}  {:<8}  {:<11}  {:<22}  {:>12}  {:>8}  {}",
-                            s.id,
-                            s.period,
-                            s.state,
-                            s.schema_name,
-                            s.rows_total.map(|n| n.to_string()).unwrap_or_default(),
-                            s.rejects_total.map(|n| n.to_string()).unwrap_or_default(),
-                            s.published_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                            "{:>5}  {:<8}  {:<11}  {:<22}  {:>12}  {:>8}  {:<25}  note",
+                            "id", "period", "state", "schema", "rows", "rejects", "published"
                         );
+                        for s in snaps {
+                            let note = match (s.rollback_target, s.rollforward_target) {
+                                (true, _) => "rollback target",
+                                (_, true) => "rollforward target",
+                                _ => "",
+                            };
+                            println!(
+                                "{:>5}  {:<8}  {:<11}  {:<22}  {:>12}  {:>8}  {:<25}  {}",
+                                s.id,
+                                s.period,
+                                s.state,
+                                s.schema_name,
+                                s.rows_total.map(|n| n.to_string()).unwrap_or_default(),
+                                s.rejects_total.map(|n| n.to_string()).unwrap_or_default(),
+                                s.published_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                                note
+                            );
+                        }
                     }
                 }
-                SnapshotAction::Rollback => {
-                    let out = ops::rollback(&pool, ORIGIN).await?;
-                    println!(
-                        "published snapshot {} (period {}) again; snapshot {:?} was rolled back",
-                        out.snapshot_id, out.period, out.replaced
-                    );
+                SnapshotAction::Rollback { to } => {
+                    let target = to.map_or(reelflow_load::RollTarget::Previous, reelflow_load::RollTarget::Id);
+                    let out = ops::rollback(&pool, target, &ops::OpsConfig::from_config(&cfg), ORIGIN).await?;
+                    println!("{}", describe_roll(&out, "rolled back"));
+                }
+                SnapshotAction::Rollforward => {
+                    let target = reelflow_load::RollTarget::Forward;
+                    let out = ops::rollback(&pool, target, &ops::OpsConfig::from_config(&cfg), ORIGIN).await?;
+                    println!("{}", describe_roll(&out, "retired"));
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -128,17 +128,54 @@ pub async fn mark(
     Ok(())
 }
 
-pub async fn rollback(pool: &PgPool, origin: &str) -> anyhow::Result<reelflow_load::PublishOutput> {
-    let out = reelflow_load::rollback(pool).await?;
+/// Settings of the operator actions, from the configuration.
+#[derive(Debug, Clone)]
+pub struct OpsConfig {
+    pub keep_previous: usize,
+    pub keep_periods: usize,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        let load = reelflow_load::LoadConfig::default();
+        OpsConfig {
+            keep_previous: load.keep_previous,
+            keep_periods: load.keep_periods,
+        }
+    }
+}
+
+impl OpsConfig {
+    pub fn from_config(cfg: &crate::config::Config) -> OpsConfig {
+        OpsConfig {
+            keep_previous: cfg.load.keep_previous,
+            keep_periods: cfg.load.keep_periods,
+        }
+    }
+}
+
+/// Publishes a kept snapshot again: the previous one (rollback), the one last rolled back away
+/// from (roll-forward) or a given one.
+pub async fn rollback(
+    pool: &PgPool,
+    target: reelflow_load::RollTarget,
+    cfg: &OpsConfig,
+    origin: &str,
+) -> anyhow::Result<reelflow_load::PublishOutput> {
+    let out = reelflow_load::roll(pool, target, cfg.keep_previous, cfg.keep_periods).await?;
+    let action = match target {
+        reelflow_load::RollTarget::Forward => "rollforward",
+        _ => "rollback",
+    };
     runs::record_action(
         pool,
         origin,
-        "rollback",
+        action,
         None,
         Some(&out.period),
         None,
         None,
-        json!({"snapshot_id": out.snapshot_id, "replaced": out.replaced}),
+        json!({"snapshot_id": out.snapshot_id, "replaced": out.replaced, "dropped": out.dropped}),
     )
     .await?;
     Ok(out)

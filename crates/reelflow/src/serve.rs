@@ -102,6 +102,7 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
         liveness_secs: (cfg.engine.poll_ms / 1000).max(1) as i64 * 10 + 60,
         shutting_down: AtomicBool::new(false),
         engine: Some(engine.clone()),
+        ops: crate::ops::OpsConfig::from_config(&cfg),
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await

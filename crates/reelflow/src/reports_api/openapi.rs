@@ -177,6 +177,16 @@ pub const SNAPSHOT_INFO: &[(&str, &str, &str)] = &[
     ("created_at", "string", "When its load started."),
     ("published_at", "string", "When it was (last) published; null if never."),
     ("error", "string", "Why its load failed, if it did."),
+    (
+        "rollback_target",
+        "boolean",
+        "true for the snapshot `snapshots rollback` would publish: what movies showed before the current one.",
+    ),
+    (
+        "rollforward_target",
+        "boolean",
+        "true for the snapshot `snapshots rollforward` would publish: the one last rolled back away from.",
+    ),
 ];
 
 /// The document served at `/api/v1/openapi.json`.
