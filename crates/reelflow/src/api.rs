@@ -85,6 +85,13 @@ impl From<RunError> for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
+        if let Some(r) = e.downcast_ref::<ops::Refused>() {
+            return ApiError::bad_request(r.0.clone());
+        }
+        let e = match e.downcast::<RunError>() {
+            Ok(re) => return re.into(),
+            Err(e) => e,
+        };
         if let Some(le) = e.downcast_ref::<reelflow_load::LoadError>() {
             if matches!(
                 le,
@@ -213,6 +220,9 @@ struct BackfillBody {
     to: String,
     #[serde(default)]
     rerun: bool,
+    /// Confirms a backfill of more than `engine.max_backfill_runs` runs.
+    #[serde(default)]
+    yes: bool,
 }
 
 async fn backfill(
@@ -227,11 +237,32 @@ async fn backfill(
     if from > to {
         return Err(ApiError::bad_request("from must not be after to"));
     }
-    let out = ops::backfill(&s.pool, &s.dag, from, to, b.rerun, &origin).await?;
+    let out = ops::backfill(&s.pool, &s.dag, from, to, b.rerun, b.yes, &s.ops, &origin).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
-    Ok(Json(json!({ "runs": out })))
+    let created = out.iter().filter(|t| t.created).count();
+    Ok(Json(json!({ "count": out.len(), "created": created, "runs": out })))
+}
+
+async fn cancel(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> ApiResult<runs::Cancelled> {
+    let origin = authorize(&s, &headers, peer)?;
+    Ok(Json(ops::cancel(&s.pool, &s.dag, id, &origin).await?))
+}
+
+async fn cancel_backfill(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult<serde_json::Value> {
+    let origin = authorize(&s, &headers, peer)?;
+    let out = ops::cancel_backfill(&s.pool, &s.dag, &origin).await?;
+    Ok(Json(json!({ "cancelled": out })))
 }
 
 #[derive(Deserialize, Default)]
@@ -462,7 +493,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/runs/{id}", get(show_run))
         .route("/api/v1/runs/{id}/tasks/{task}/retry", post(retry))
         .route("/api/v1/runs/{id}/tasks/{task}/mark", post(mark))
+        .route("/api/v1/runs/{id}/cancel", post(cancel))
         .route("/api/v1/backfill", post(backfill))
+        .route("/api/v1/backfill/cancel", post(cancel_backfill))
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/snapshots/rollback", post(rollback))
         .route("/api/v1/snapshots/rollforward", post(rollforward))

@@ -50,6 +50,7 @@ pub struct EngineSection {
     pub admin_token: String,
     pub admin_token_file: String,
     pub worker_id: String,
+    pub max_backfill_runs: u32,
 }
 
 impl EngineSection {

@@ -53,14 +53,20 @@ enum Command {
         #[command(subcommand)]
         action: TasksAction,
     },
-    /// Create runs for every period from --from to --to (inclusive).
+    /// Create runs for every period from --from to --to (inclusive); prints how many first.
     Backfill {
+        /// The first period, YYYY-MM.
         #[arg(long)]
         from: Period,
+        /// The last period, YYYY-MM; it must have ended.
         #[arg(long)]
         to: Period,
+        /// Run periods that already have a finished run again.
         #[arg(long)]
         rerun: bool,
+        /// Create more runs than engine.max_backfill_runs.
+        #[arg(long)]
+        yes: bool,
     },
     /// Published snapshots.
     Snapshots {
@@ -94,10 +100,21 @@ enum RunsAction {
     },
     /// Create the run of a period (a no-op if it exists, unless --rerun).
     Trigger {
+        /// The logical period, YYYY-MM; its month must have ended.
         #[arg(long)]
         period: Period,
+        /// Run a finished period again.
         #[arg(long)]
         rerun: bool,
+    },
+    /// Cancel a run that has not finished (it ends failed; a running task stops), or with
+    /// --backfill every backfill run that is still queued.
+    Cancel {
+        #[arg(required_unless_present = "backfill", conflicts_with = "backfill")]
+        run_id: Option<i64>,
+        /// Cancel every queued backfill run.
+        #[arg(long)]
+        backfill: bool,
     },
 }
 
@@ -237,6 +254,7 @@ async fn dispatch(
     const ORIGIN: &str = "cli";
     match command {
         Command::Run { period, source, rerun } => {
+            ops::check_period_ended(period, chrono::Utc::now())?;
             if let Some(s) = source {
                 reelflow_fetch::Source::parse(&s).map_err(|e| ConfigError(vec![format!("--source: {e}")]))?;
                 cfg.source = s;
@@ -325,6 +343,23 @@ async fn dispatch(
                         }
                     }
                 }
+                RunsAction::Cancel { run_id, backfill } => {
+                    let cancelled = match run_id {
+                        Some(id) if !backfill => vec![ops::cancel(&pool, &dag, id, ORIGIN).await?],
+                        _ => ops::cancel_backfill(&pool, &dag, ORIGIN).await?,
+                    };
+                    if backfill {
+                        println!("cancelled {} queued backfill run(s)", cancelled.len());
+                    }
+                    for c in &cancelled {
+                        let stopped = if c.stopped.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; stopping {} (its worker is fenced out)", c.stopped.join(", "))
+                        };
+                        println!("run {} ({}) cancelled: failed{stopped}", c.run_id, c.period);
+                    }
+                }
                 RunsAction::Trigger { period, rerun } => {
                     let t = ops::trigger(&pool, &dag, period, rerun, "manual", ORIGIN).await?;
                     if t.created {
@@ -361,10 +396,13 @@ async fn dispatch(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backfill { from, to, rerun } => {
+        Command::Backfill { from, to, rerun, yes } => {
+            let ocfg = ops::OpsConfig::from_config(&cfg);
+            let n = ops::backfill_plan(from, to, yes, ocfg.max_backfill_runs, chrono::Utc::now())?;
+            println!("backfill {from}..{to}: {n} period(s)");
             let pool = db::connect(&cfg).await?;
             let dag = pipeline::dag_spec(&cfg);
-            for t in ops::backfill(&pool, &dag, from, to, rerun, ORIGIN).await? {
+            for t in ops::backfill(&pool, &dag, from, to, rerun, yes, &ocfg, ORIGIN).await? {
                 println!(
                     "{} run {} ({})",
                     t.run.period,

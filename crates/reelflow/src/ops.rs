@@ -30,8 +30,21 @@ pub async fn show_run(pool: &PgPool, run_id: i64) -> Result<RunDetail, RunError>
     })
 }
 
-/// Creates the period's run (idempotent), or resets a finished one with `rerun`.
+/// Creates the period's run (idempotent), or resets a finished one with `rerun`. A period
+/// whose data interval has not ended is refused ([`check_period_ended`]).
 pub async fn trigger(
+    pool: &PgPool,
+    dag: &DagSpec,
+    period: Period,
+    rerun: bool,
+    kind: &str,
+    origin: &str,
+) -> anyhow::Result<Triggered> {
+    check_period_ended(period, chrono::Utc::now())?;
+    Ok(create(pool, dag, period, rerun, kind, origin).await?)
+}
+
+async fn create(
     pool: &PgPool,
     dag: &DagSpec,
     period: Period,
@@ -57,25 +70,63 @@ pub async fn trigger(
     Ok(Triggered { run, created })
 }
 
-/// Triggers every period from `from` to `to` (inclusive) as backfill runs.
+/// Triggers every period from `from` to `to` (inclusive) as backfill runs, after
+/// [`backfill_plan`] accepted the range.
+#[allow(clippy::too_many_arguments)]
 pub async fn backfill(
     pool: &PgPool,
     dag: &DagSpec,
     from: Period,
     to: Period,
     rerun: bool,
+    yes: bool,
+    cfg: &OpsConfig,
     origin: &str,
-) -> Result<Vec<Triggered>, RunError> {
-    if from > to {
-        return Err(RunError::Conflict(format!(
-            "backfill range is empty: {from} is after {to}"
-        )));
-    }
+) -> anyhow::Result<Vec<Triggered>> {
+    backfill_plan(from, to, yes, cfg.max_backfill_runs, chrono::Utc::now())?;
     let mut out = Vec::new();
     let mut p = from;
     while p <= to {
-        out.push(trigger(pool, dag, p, rerun, "backfill", origin).await?);
+        out.push(create(pool, dag, p, rerun, "backfill", origin).await?);
         p = p.succ();
+    }
+    Ok(out)
+}
+
+/// Cancels a run that has not finished ([`runs::cancel_run`]): it ends `failed`, a running
+/// task's worker is fenced out and stops.
+pub async fn cancel(pool: &PgPool, dag: &DagSpec, run_id: i64, origin: &str) -> Result<runs::Cancelled, RunError> {
+    let c = runs::cancel_run(pool, dag, run_id).await?;
+    runs::record_action(
+        pool,
+        origin,
+        "cancel",
+        Some(&dag.id),
+        Some(&c.period),
+        Some(run_id),
+        None,
+        json!({"stopped": c.stopped, "not_run": c.not_run}),
+    )
+    .await?;
+    if let Some(end) = &c.run_end {
+        crate::metrics::METRICS
+            .dag_runs
+            .inc(&[("dag", &end.dag_id), ("state", &end.state)]);
+    }
+    Ok(c)
+}
+
+/// Cancels every backfill run that is still queued (running ones are left: cancel them one by
+/// one). Returns what was cancelled.
+pub async fn cancel_backfill(pool: &PgPool, dag: &DagSpec, origin: &str) -> Result<Vec<runs::Cancelled>, RunError> {
+    let mut out = Vec::new();
+    for id in runs::queued_backfill_runs(pool, &dag.id).await? {
+        match cancel(pool, dag, id, origin).await {
+            Ok(c) => out.push(c),
+            // Started or finished meanwhile.
+            Err(RunError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }
@@ -133,6 +184,8 @@ pub async fn mark(
 pub struct OpsConfig {
     pub keep_previous: usize,
     pub keep_periods: usize,
+    /// A backfill creating more runs than this needs a confirmation.
+    pub max_backfill_runs: u32,
 }
 
 impl Default for OpsConfig {
@@ -141,6 +194,7 @@ impl Default for OpsConfig {
         OpsConfig {
             keep_previous: load.keep_previous,
             keep_periods: load.keep_periods,
+            max_backfill_runs: 36,
         }
     }
 }
@@ -150,8 +204,70 @@ impl OpsConfig {
         OpsConfig {
             keep_previous: cfg.load.keep_previous,
             keep_periods: cfg.load.keep_periods,
+            max_backfill_runs: cfg.engine.max_backfill_runs,
         }
     }
+}
+
+/// A request that is refused as asked (HTTP 400): a period that has not ended, a backfill
+/// over the limit without confirmation.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The month (UTC) `now` is in: the first period whose data interval has not ended.
+pub fn current_period(now: chrono::DateTime<chrono::Utc>) -> Period {
+    use chrono::Datelike;
+    Period::new(now.year(), now.month()).expect("a valid month")
+}
+
+/// Refuses a period whose data interval (the month, in UTC) has not ended yet: its data is not
+/// complete, so a run would load a partial month or fail.
+pub fn check_period_ended(period: Period, now: chrono::DateTime<chrono::Utc>) -> Result<(), Refused> {
+    let current = current_period(now);
+    if period >= current {
+        let when = if period == current {
+            "has not ended yet"
+        } else {
+            "is in the future"
+        };
+        return Err(Refused(format!(
+            "period {period} {when}: its data interval ends on {}-01 00:00 UTC; the latest complete period is {}",
+            period.succ(),
+            current.pred()
+        )));
+    }
+    Ok(())
+}
+
+/// How many periods `from..=to` holds; refuses an empty range, periods that have not ended and,
+/// without `yes`, more than `max` runs.
+pub fn backfill_plan(
+    from: Period,
+    to: Period,
+    yes: bool,
+    max: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u32, Refused> {
+    if from > to {
+        return Err(Refused(format!("backfill range is empty: {from} is after {to}")));
+    }
+    check_period_ended(to, now)?;
+    let n = ((to.year() - from.year()) * 12 + to.month() as i32 - from.month() as i32 + 1) as u32;
+    if n > max && !yes {
+        return Err(Refused(format!(
+            "backfill {from}..{to} would create {n} runs, more than engine.max_backfill_runs ({max}); \
+             confirm with --yes (API: \"yes\": true)"
+        )));
+    }
+    Ok(n)
 }
 
 /// Publishes a kept snapshot again: the previous one (rollback), the one last rolled back away

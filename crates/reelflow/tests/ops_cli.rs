@@ -123,3 +123,92 @@ async fn snapshots_rollback_rollforward_and_to_follow_the_publish_history() {
     assert!(out.starts_with("published snapshot 2 (period 2026-11) again"), "{out}");
     assert!(!out.contains("Some("), "{out}");
 }
+
+fn runs(e: &Env) -> Vec<serde_json::Value> {
+    let out = e.ok(&["runs", "list", "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|err| panic!("{err}: {out}"))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_guards_and_runs_cancel() {
+    let e = env().await;
+    // Far too many runs without --yes: refused before any run exists.
+    let o = e.run(&["backfill", "--from", "2000-01", "--to", "2024-12"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("would create 300 runs, more than engine.max_backfill_runs (36); confirm with --yes"),
+        "{}",
+        text(&o)
+    );
+    assert!(runs(&e).is_empty());
+    // A period whose month has not ended, in trigger, backfill and run.
+    for args in [
+        &["runs", "trigger", "--period", "2031-01"][..],
+        &["backfill", "--from", "2026-01", "--to", "2031-01"],
+        &["run", "--period", "2031-01"],
+    ] {
+        let o = e.run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(stderr(&o).contains("period 2031-01 is in the future"), "{}", text(&o));
+    }
+    let now = chrono_month();
+    let o = e.run(&["runs", "trigger", "--period", &now]);
+    assert!(
+        stderr(&o).contains(&format!("period {now} has not ended yet")),
+        "{}",
+        text(&o)
+    );
+    assert!(runs(&e).is_empty());
+
+    // Over a lowered maximum: refused, then created with --yes; the count is printed first.
+    let mut c = e.cmd();
+    let o = c
+        .env("REELFLOW_ENGINE_MAX_BACKFILL_RUNS", "2")
+        .args(["backfill", "--from", "2025-01", "--to", "2025-03"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let mut c = e.cmd();
+    let o = c
+        .env("REELFLOW_ENGINE_MAX_BACKFILL_RUNS", "2")
+        .args(["backfill", "--from", "2025-01", "--to", "2025-03", "--yes"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("backfill 2025-01..2025-03: 3 period(s)\n"), "{out}");
+    assert_eq!(out.matches("(queued)").count(), 3, "{out}");
+
+    // Cancel one, then every other queued backfill run.
+    let all = runs(&e);
+    let first = all.iter().find(|r| r["period"] == "2025-01").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let out = e.ok(&["runs", "cancel", &first.to_string()]);
+    assert_eq!(out.trim(), format!("run {first} (2025-01) cancelled: failed"));
+    let o = e.run(&["runs", "cancel", &first.to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("already finished (failed); nothing to cancel"),
+        "{}",
+        text(&o)
+    );
+    let out = e.ok(&["runs", "cancel", "--backfill"]);
+    assert!(out.starts_with("cancelled 2 queued backfill run(s)\n"), "{out}");
+    assert!(runs(&e).iter().all(|r| r["state"] == "failed"), "{:?}", runs(&e));
+    let shown = e.ok(&["runs", "show", &first.to_string()]);
+    assert!(shown.contains("cancelled by an operator"), "{shown}");
+    // Neither a run id nor --backfill: a usage error.
+    let o = e.run(&["runs", "cancel"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// The current month (UTC), YYYY-MM, from the system clock.
+fn chrono_month() -> String {
+    let o = Command::new("date").args(["-u", "+%Y-%m"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
