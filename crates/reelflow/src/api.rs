@@ -416,11 +416,77 @@ async fn refresh_from_store(s: &AppState) -> Result<(), sqlx::Error> {
     .bind(&s.dag.id)
     .fetch_all(&s.pool)
     .await?;
+    refresh_states(s).await?;
     for t in &s.dag.tasks {
         let age = rows.iter().find(|(id, _)| *id == t.id).map(|(_, a)| *a).unwrap_or(0.0);
         m.oldest_running.set(&[("dag", &s.dag.id), ("task", &t.id)], age);
         m.task_timeout
             .set(&[("dag", &s.dag.id), ("task", &t.id)], t.retry.timeout_secs as f64);
+    }
+    Ok(())
+}
+
+/// Run and task instance states from the store: alerting series that do not depend on which
+/// process recorded a change (a replica that shut down, a CLI `tasks mark` or `runs cancel`).
+async fn refresh_states(s: &AppState) -> Result<(), sqlx::Error> {
+    const RUN_STATES: [&str; 4] = ["queued", "running", "success", "failed"];
+    const TASK_STATES: [&str; 8] = [
+        "none",
+        "queued",
+        "running",
+        "success",
+        "failed",
+        "up_for_retry",
+        "upstream_failed",
+        "skipped",
+    ];
+    let m = &METRICS;
+    let d = s.dag.id.as_str();
+    let (runs, failed_recently, latest): (Vec<(String, i64)>, i64, Option<String>) = {
+        let runs = sqlx::query_as("SELECT state, count(*) FROM reelflow.dag_runs WHERE dag_id = $1 GROUP BY state")
+            .bind(d)
+            .fetch_all(&s.pool)
+            .await?;
+        let failed = sqlx::query_scalar(
+            "SELECT count(*) FROM reelflow.dag_runs
+             WHERE dag_id = $1 AND state = 'failed' AND ended_at > now() - interval '1 hour'",
+        )
+        .bind(d)
+        .fetch_one(&s.pool)
+        .await?;
+        let latest = sqlx::query_scalar(
+            "SELECT state FROM reelflow.dag_runs WHERE dag_id = $1 ORDER BY updated_at DESC, id DESC LIMIT 1",
+        )
+        .bind(d)
+        .fetch_optional(&s.pool)
+        .await?;
+        (runs, failed, latest)
+    };
+    for st in RUN_STATES {
+        let n = runs.iter().find(|(s, _)| s == st).map(|(_, n)| *n).unwrap_or(0);
+        m.runs_in_state.set(&[("dag", d), ("state", st)], n as f64);
+        let is = latest.as_deref() == Some(st);
+        m.latest_run_state
+            .set(&[("dag", d), ("state", st)], if is { 1.0 } else { 0.0 });
+    }
+    m.runs_failed_last_hour.set(&[("dag", d)], failed_recently as f64);
+    let tis: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT ti.task_id, ti.state, count(*) FROM reelflow.task_instances ti
+         JOIN reelflow.dag_runs r ON r.id = ti.run_id WHERE r.dag_id = $1 GROUP BY ti.task_id, ti.state",
+    )
+    .bind(d)
+    .fetch_all(&s.pool)
+    .await?;
+    for t in &s.dag.tasks {
+        for st in TASK_STATES {
+            let n = tis
+                .iter()
+                .find(|(task, state, _)| *task == t.id && state == st)
+                .map(|r| r.2)
+                .unwrap_or(0);
+            m.task_instances_in_state
+                .set(&[("dag", d), ("task", &t.id), ("state", st)], n as f64);
+        }
     }
     Ok(())
 }

@@ -212,3 +212,111 @@ fn chrono_month() -> String {
     let o = Command::new("date").args(["-u", "+%Y-%m"]).output().unwrap();
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
+
+/// Starts `reelflow serve` on a free loopback port (no schedule, fast poll) and waits until it
+/// listens.
+async fn serve(e: &Env) -> (std::process::Child, std::net::SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = e
+        .cmd()
+        .env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REELFLOW_ADMIN_TOKEN", "t0ken")
+        .env("REELFLOW_SCHEDULE_ENABLED", "false")
+        .env("REELFLOW_ENGINE_POLL_MS", "100")
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not start listening");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    (child, addr)
+}
+
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_run_and_task_states_from_the_store() {
+    let e = env().await;
+    // A failure recorded by another process before serve starts: an operator's mark.
+    e.ok(&["runs", "trigger", "--period", "2026-10"]);
+    e.ok(&["tasks", "mark", "1", "fetch", "failed"]);
+    let (mut child, addr) = serve(&e).await;
+    let scrape = || async {
+        reelflow_e2e::http::request(addr, "GET", "/metrics", &[], None)
+            .await
+            .body
+    };
+    let m = scrape().await;
+    let d = "dag=\"movies_monthly\"";
+    assert_eq!(
+        value(&m, &format!("reelflow_dag_runs_in_state{{{d},state=\"failed\"}}")),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, &format!("reelflow_dag_runs_in_state{{{d},state=\"queued\"}}")),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&m, &format!("reelflow_dag_runs_failed_last_hour{{{d}}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, &format!("reelflow_dag_latest_run_state{{{d},state=\"failed\"}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, &format!("reelflow_dag_latest_run_state{{{d},state=\"success\"}}")),
+        Some(0.0)
+    );
+    let ti =
+        |task: &str, state: &str| format!("reelflow_task_instances_in_state{{{d},task=\"{task}\",state=\"{state}\"}}");
+    assert_eq!(value(&m, &ti("fetch", "failed")), Some(1.0), "{m}");
+    assert_eq!(value(&m, &ti("clean", "upstream_failed")), Some(1.0));
+    assert_eq!(value(&m, &ti("publish", "upstream_failed")), Some(1.0));
+    assert_eq!(value(&m, &ti("fetch", "up_for_retry")), Some(0.0));
+    // This process counted nothing: the failure happened elsewhere.
+    assert_eq!(
+        value(&m, &format!("reelflow_dag_runs_total{{{d},state=\"failed\"}}")),
+        Some(0.0)
+    );
+
+    // Retried from the CLI, run by serve: the store's series follow.
+    e.ok(&["tasks", "retry", "1", "fetch", "--downstream"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let m = loop {
+        let m = scrape().await;
+        if value(&m, &format!("reelflow_dag_latest_run_state{{{d},state=\"success\"}}")) == Some(1.0) {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run did not succeed: {m}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        value(&m, &format!("reelflow_dag_runs_in_state{{{d},state=\"failed\"}}")),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&m, &format!("reelflow_dag_runs_failed_last_hour{{{d}}}")),
+        Some(0.0)
+    );
+    assert_eq!(value(&m, &ti("publish", "success")), Some(1.0));
+    stop(&mut child);
+}
+
+fn stop(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
