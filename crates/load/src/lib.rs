@@ -10,9 +10,11 @@
 //! - Every snapshot has a row in `reelflow.snapshots`; a schema is never created without one.
 
 mod graph;
+mod orphans;
 mod reports;
 mod snapshot;
 
+pub use orphans::sweep_orphans;
 pub use reports::{Report, REPORTS};
 pub use snapshot::{
     build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, publish_with, reuse_snapshot,

@@ -191,7 +191,7 @@ pub enum RollTarget {
     Id(i64),
 }
 
-fn q(schema: &str) -> String {
+pub(crate) fn q(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
 }
 
@@ -442,6 +442,10 @@ pub async fn load_snapshot(
         .await
         .map_err(LoadError::db("taking the period's load lock"))?;
     drop_leftovers(&mut guard, dag_id, period).await?;
+    // Other periods' orphans too (this period's lock is ours, so its building ones are skipped).
+    if let Err(e) = crate::orphans::sweep_orphans(pool).await {
+        tracing::warn!(error = %e, "could not drop orphaned snapshots now; a later sweep will");
+    }
 
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO reelflow.snapshots (dag_id, period, run_id, schema_name, state, source_sha256, manifest, build_id)
@@ -911,9 +915,14 @@ pub async fn publish_with(
         }
     }
     if state != "ready" {
+        let hint = if state == "dropped" || state == "failed" {
+            "; retry the load task with --downstream to build and publish a new one"
+        } else {
+            ""
+        };
         return Err(LoadError::NotPublishable {
             id: snapshot_id,
-            reason: format!("it is {state}, not ready"),
+            reason: format!("it is {state}, not ready{hint}"),
         });
     }
     let newer: Option<String> =
@@ -1187,6 +1196,10 @@ async fn prune(pool: &PgPool, keep_previous: usize, keep_periods: usize) -> Resu
         dropped.push(id);
     }
     tx.commit().await.map_err(LoadError::db("committing retention"))?;
+    match crate::orphans::sweep_orphans(pool).await {
+        Ok(orphans) => dropped.extend(orphans),
+        Err(e) => tracing::warn!(error = %e, "could not drop orphaned snapshots now; a later sweep will"),
+    }
     if !dropped.is_empty() {
         tracing::info!(dropped = %ids(&dropped), "retention dropped old snapshots");
     }
@@ -1329,7 +1342,8 @@ pub fn build_id() -> String {
 /// The snapshot of `(dag_id, period)` that a new load of a source with this SHA-256 would only
 /// rebuild: the period's newest kept snapshot, if it is published (current or kept for an
 /// older period), came from the same bytes and was built by this same [`build_id`]. A
-/// snapshot that was rolled back away from is never reused.
+/// snapshot that was rolled back away from is never reused; one that was never published (a
+/// leftover of a load-only retry or a failed run) is not considered at all.
 pub async fn unchanged_snapshot(
     pool: &PgPool,
     dag_id: &str,
@@ -1338,7 +1352,7 @@ pub async fn unchanged_snapshot(
 ) -> Result<Option<i64>, LoadError> {
     let row = sqlx::query(
         "SELECT id, state, source_sha256, build_id FROM reelflow.snapshots
-         WHERE dag_id = $1 AND period = $2 AND dropped_at IS NULL AND state NOT IN ('building', 'failed')
+         WHERE dag_id = $1 AND period = $2 AND dropped_at IS NULL AND state IN ('published', 'retired', 'rolled_back')
          ORDER BY id DESC LIMIT 1",
     )
     .bind(dag_id)
@@ -1428,7 +1442,15 @@ impl Task for LoadTask {
             let work = load_snapshot(&self.pool, &dir, &ctx.dag_id, &period, Some(ctx.run_id), &self.config);
             let out = tokio::select! {
                 r = work => r?,
-                _ = ctx.cancel.cancelled() => return Err(TaskError::cancelled()),
+                _ = ctx.cancel.cancelled() => {
+                    // The half-built schema is left `building`; once the aborted session has
+                    // released the period's lock, a sweep (this one, or a later) drops it.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if let Err(e) = crate::orphans::sweep_orphans(&self.pool).await {
+                        tracing::warn!(error = %e, "could not drop the cancelled load's snapshot now; a later sweep will");
+                    }
+                    return Err(TaskError::cancelled());
+                }
             };
             Ok(serde_json::to_value(out).expect("load output serialises"))
         })

@@ -285,7 +285,8 @@ async fn retry(
     if let Some(e) = &s.engine {
         e.wake();
     }
-    Ok(Json(json!({ "run_id": id, "cleared": cleared })))
+    let note = ops::retry_note(&cleared);
+    Ok(Json(json!({ "run_id": id, "cleared": cleared, "note": note })))
 }
 
 #[derive(Deserialize)]

@@ -388,6 +388,9 @@ async fn dispatch(
                         "run {run_id}: cleared {} (a running `reelflow serve` picks them up)",
                         cleared.join(", ")
                     );
+                    if let Some(note) = ops::retry_note(&cleared) {
+                        println!("note: {note}");
+                    }
                 }
                 TasksAction::Mark { run_id, task, state } => {
                     ops::mark(&pool, &dag, run_id, &task, &state, ORIGIN).await?;

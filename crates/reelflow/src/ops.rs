@@ -113,6 +113,7 @@ pub async fn cancel(pool: &PgPool, dag: &DagSpec, run_id: i64, origin: &str) -> 
             .dag_runs
             .inc(&[("dag", &end.dag_id), ("state", &end.state)]);
     }
+    sweep(pool).await;
     Ok(c)
 }
 
@@ -129,6 +130,25 @@ pub async fn cancel_backfill(pool: &PgPool, dag: &DagSpec, origin: &str) -> Resu
         }
     }
     Ok(out)
+}
+
+/// What happens to the snapshot of a retry that re-runs `load` but not `publish`: said by the
+/// CLI and the API with the cleared tasks.
+pub fn retry_note(cleared: &[String]) -> Option<String> {
+    let has = |t: &str| cleared.iter().any(|c| c == t);
+    (has("load") && !has("publish")).then(|| {
+        "load builds a new snapshot, but publish is not re-run (it already finished), so that \
+         snapshot will not be published and is dropped as an orphan; movies keeps what it shows. \
+         Use --downstream to publish it"
+            .to_string()
+    })
+}
+
+/// Drops snapshots that no run will publish any more (after a mark or a cancel); best effort.
+async fn sweep(pool: &PgPool) {
+    if let Err(e) = reelflow_load::sweep_orphans(pool).await {
+        tracing::warn!(error = %e, "could not drop orphaned snapshots now; a later sweep will");
+    }
 }
 
 pub async fn retry(
@@ -176,6 +196,7 @@ pub async fn mark(
         json!({"state": state}),
     )
     .await?;
+    sweep(pool).await;
     Ok(())
 }
 

@@ -123,7 +123,15 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
         let worker = worker.clone();
         tokio::spawn(async move {
             let poll = Duration::from_millis(cfg.engine.poll_ms);
+            let mut last_sweep = std::time::Instant::now();
             loop {
+                // Snapshots that no run will publish (cancelled loads, load-only retries).
+                if last_sweep.elapsed() >= Duration::from_secs(60) {
+                    last_sweep = std::time::Instant::now();
+                    if let Err(e) = reelflow_load::sweep_orphans(&pool).await {
+                        tracing::warn!(error = %e, "sweeping orphaned snapshots failed; will try again");
+                    }
+                }
                 if cfg.schedule.enabled {
                     match schedule_tick(&cfg, &pool, &spec, &schedule).await {
                         Ok(created) if !created.is_empty() => engine.wake(),

@@ -320,3 +320,16 @@ fn stop(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_only_retry_says_what_happens_to_its_snapshot() {
+    let e = env().await;
+    e.ok(&["run", "--period", "2026-11"]);
+    let out = e.ok(&["tasks", "retry", "1", "load"]);
+    assert!(
+        out.contains("note: load builds a new snapshot, but publish is not re-run"),
+        "{out}"
+    );
+    let out = e.ok(&["tasks", "retry", "1", "load", "--downstream"]);
+    assert!(!out.contains("note:"), "{out}");
+}
