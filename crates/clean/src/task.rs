@@ -30,7 +30,13 @@ impl Task for CleanTask {
                 .and_then(|f| f.get("path"))
                 .and_then(|p| p.as_str())
                 .map(PathBuf::from)
-                .ok_or_else(|| TaskError::fatal("clean: the fetch task's outputs carry no \"path\" to the zip"))?;
+                .ok_or_else(|| {
+                    TaskError::fatal(format!(
+                        "clean: the fetch task recorded no downloaded file (was it marked success by hand?); \
+                         fetch it: `reelflow tasks retry {} fetch --downstream`",
+                        ctx.run_id
+                    ))
+                })?;
             let out = ctx.artifact_dir.join("clean");
             let cfg = self.config.clone();
             let cancel = ctx.cancel.clone();
@@ -39,7 +45,7 @@ impl Task for CleanTask {
                 tokio::task::spawn_blocking(move || clean_zip_with_cancel(&zip, &dir, &cfg, &|| cancel.is_cancelled()))
                     .await
                     .map_err(|e| TaskError::fatal(format!("clean: the cleaning thread failed: {e}")))?
-                    .map_err(task_error)?;
+                    .map_err(|e| task_error(e, ctx.run_id))?;
             let manifest = serde_json::to_value(&manifest)
                 .map_err(|e| TaskError::fatal(format!("clean: cannot encode the manifest: {e}")))?;
             Ok(serde_json::json!({ "dir": out.to_string_lossy(), "manifest": manifest }))
@@ -47,10 +53,14 @@ impl Task for CleanTask {
     }
 }
 
-fn task_error(e: CleanError) -> TaskError {
+fn task_error(e: CleanError, run_id: i64) -> TaskError {
     match e {
         CleanError::Cancelled => TaskError::cancelled(),
         e if e.is_retryable() => TaskError::retryable(format!("clean: {e}")),
+        e if e.needs_refetch() => TaskError::fatal(format!(
+            "clean: {e}; the downloaded archive is damaged, so cleaning it again will not help: \
+             fetch it again with `reelflow tasks retry {run_id} fetch --downstream`"
+        )),
         e => TaskError::fatal(format!("clean: {e}")),
     }
 }

@@ -229,6 +229,15 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `retryable error` (a retry may pass) or `fatal error` (the same input fails the same way).
+fn error_kind(retryable: bool) -> &'static str {
+    if retryable {
+        "retryable error"
+    } else {
+        "fatal error"
+    }
+}
+
 /// `published snapshot 4 (period 2026-11) again; snapshot 6 was rolled back`.
 fn describe_roll(out: &reelflow_load::PublishOutput, what: &str) -> String {
     let mut s = format!("published snapshot {} (period {}) again", out.snapshot_id, out.period);
@@ -269,7 +278,7 @@ async fn dispatch(
             }
         }
         Command::Serve { listen } => {
-            let pool = db::connect(&cfg).await?;
+            let pool = db::connect_for_serve(&cfg).await?;
             reelflow::serve::serve(cfg, pool, listen).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -311,6 +320,15 @@ async fn dispatch(
                         );
                         println!("tasks:");
                         for t in &d.tasks {
+                            // Whether the task's last error can pass with a retry.
+                            let kind = d
+                                .attempts
+                                .iter()
+                                .rev()
+                                .find(|a| a.task_id == t.task_id && a.error.is_some())
+                                .and_then(|a| a.retryable)
+                                .map(error_kind)
+                                .unwrap_or("error");
                             println!(
                                 "  {:<8} {:<16} try {}/{}{}{}",
                                 t.task_id,
@@ -322,9 +340,13 @@ async fn dispatch(
                                     .unwrap_or_default(),
                                 t.last_error
                                     .as_ref()
-                                    .map(|e| format!("  error: {e}"))
+                                    .map(|e| format!("  {kind}: {e}"))
                                     .unwrap_or_default()
                             );
+                            if t.state == "failed" {
+                                let hint = ops::retry_hint(d.run.id, &t.task_id, t.last_error.as_deref());
+                                println!("           then: {hint}");
+                            }
                         }
                         println!("attempts:");
                         for a in &d.attempts {
@@ -338,7 +360,10 @@ async fn dispatch(
                                 a.outcome,
                                 a.started_at.to_rfc3339(),
                                 a.ended_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "…".into()),
-                                a.error.as_ref().map(|e| format!("  error: {e}")).unwrap_or_default()
+                                a.error
+                                    .as_ref()
+                                    .map(|e| format!("  {}: {e}", a.retryable.map(error_kind).unwrap_or("error")))
+                                    .unwrap_or_default()
                             );
                         }
                     }

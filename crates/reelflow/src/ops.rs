@@ -132,6 +132,17 @@ pub async fn cancel_backfill(pool: &PgPool, dag: &DagSpec, origin: &str) -> Resu
     Ok(out)
 }
 
+/// The command that re-runs what failed: `tasks retry RUN TASK`, or for a clean that found the
+/// downloaded archive damaged, `tasks retry RUN fetch --downstream` (cleaning the same bytes
+/// again cannot help).
+pub fn retry_hint(run_id: i64, task: &str, error: Option<&str>) -> String {
+    if task == "clean" && error.is_some_and(|e| e.contains("fetch --downstream")) {
+        format!("reelflow tasks retry {run_id} fetch --downstream")
+    } else {
+        format!("reelflow tasks retry {run_id} {task}")
+    }
+}
+
 /// What happens to the snapshot of a retry that re-runs `load` but not `publish`: said by the
 /// CLI and the API with the cleared tasks.
 pub fn retry_note(cleared: &[String]) -> Option<String> {
@@ -184,6 +195,20 @@ pub async fn mark(
     origin: &str,
 ) -> Result<(), RunError> {
     let run = runs::get_run(pool, run_id).await?;
+    if state == "success" && dag.downstream_of(task).len() > 1 {
+        // The tasks after it read its outputs: without them they could only fail.
+        let ti = runs::task_instances(pool, run_id)
+            .await?
+            .into_iter()
+            .find(|t| t.task_id == task);
+        if let Some(ti) = ti.filter(|t| t.outputs.is_none()) {
+            return Err(RunError::Conflict(format!(
+                "task {task} of run {run_id} has no outputs ({}: it never succeeded), and the tasks after it \
+                 read them; run it instead: `reelflow tasks retry {run_id} {task} --downstream`",
+                ti.state
+            )));
+        }
+    }
     runs::mark_task(pool, dag, run_id, task, state).await?;
     runs::record_action(
         pool,

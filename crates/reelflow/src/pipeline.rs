@@ -237,7 +237,7 @@ impl RunReport {
                 let last = self.attempts.iter().rev().find(|a| a.task_id == t.task_id);
                 let retryable = last.and_then(|a| a.retryable).unwrap_or(false);
                 anyhow!(
-                    "run {} of {} for period {} failed: task {} failed after {} of {} tries ({}): {}. Fix the cause, then `reelflow tasks retry {} {}` or `reelflow run --period {}`.",
+                    "run {} of {} for period {} failed: task {} failed after {} of {} tries ({}): {}. Fix the cause, then `{}` or `reelflow run --period {}`.",
                     self.run.id,
                     self.run.dag_id,
                     self.run.period,
@@ -246,8 +246,7 @@ impl RunReport {
                     t.max_tries,
                     if retryable { "out of tries; retrying later may help" } else { "retrying will not help" },
                     t.last_error.as_deref().unwrap_or("no error recorded"),
-                    self.run.id,
-                    t.task_id,
+                    crate::ops::retry_hint(self.run.id, &t.task_id, t.last_error.as_deref()),
                     self.run.period
                 )
             }

@@ -333,3 +333,83 @@ async fn a_load_only_retry_says_what_happens_to_its_snapshot() {
     let out = e.ok(&["tasks", "retry", "1", "load", "--downstream"]);
     assert!(!out.contains("note:"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_say_fatal_or_retryable_and_point_to_the_right_retry() {
+    let e = env().await;
+    // A truncated download: clean cannot read the zip; the fix is to fetch again.
+    let zip = fixture::zip();
+    std::fs::write(&e.source, &zip[..zip.len() / 2]).unwrap();
+    let o = e.run(&["run", "--period", "2026-11"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = stderr(&o);
+    assert!(err.contains("task clean failed"), "{err}");
+    assert!(
+        err.contains("then `reelflow tasks retry 1 fetch --downstream`"),
+        "{err}"
+    );
+    assert!(!err.contains("tasks retry 1 clean`"), "{err}");
+    let shown = e.ok(&["runs", "show", "1"]);
+    assert!(shown.contains("fatal error: clean: cannot read zip archive"), "{shown}");
+    assert!(
+        shown.contains("then: reelflow tasks retry 1 fetch --downstream"),
+        "{shown}"
+    );
+
+    // Marking a task success that has no outputs is refused with the fix.
+    e.ok(&["runs", "trigger", "--period", "2026-10"]);
+    let o = e.run(&["tasks", "mark", "2", "fetch", "success"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("has no outputs"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_or_missing_database_is_reported_at_once_and_once() {
+    let e = env().await;
+    let started = std::time::Instant::now();
+    let o = e
+        .cmd()
+        .env("DATABASE_URL", "postgres://reelflow:secret@127.0.0.1:1/reelflow")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.trim(),
+        "reelflow: opening the database: cannot connect to PostgreSQL at 127.0.0.1:1/reelflow: connection refused",
+        "{err}"
+    );
+    // A database that does not exist: the server's message, once.
+    let (base, _) = e.db.url.rsplit_once('/').unwrap();
+    let o = e
+        .cmd()
+        .env("DATABASE_URL", format!("{base}/no_such_db"))
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("does not exist").count(), 1, "{err}");
+    assert!(err.contains("database \"no_such_db\" does not exist"), "{err}");
+    // No server notice (`_sqlx_migrations ... already exists, skipping`) on a working database.
+    let o = e
+        .cmd()
+        .env_remove("REELFLOW_LOG")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = e
+        .cmd()
+        .env_remove("REELFLOW_LOG")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&o), "", "{}", text(&o));
+}
