@@ -80,3 +80,32 @@ fn a_damaged_archive_sends_the_operator_to_fetch_again() {
         "reelflow tasks retry 7 load"
     );
 }
+
+#[tokio::test]
+async fn an_expired_lease_names_its_run_period_and_worker() {
+    let db = TestDb::new().await;
+    let cfg = reelflow::config::Config::load(None, &|k| (k == "DATABASE_URL").then(|| db.url.clone())).unwrap();
+    let dag = reelflow::pipeline::dag_spec(&cfg);
+    let t = reelflow::ops::trigger(&db.pool, &dag, "2026-09".parse().unwrap(), false, "manual", "test")
+        .await
+        .unwrap();
+    reelflow_store::runs::start_queued_runs(&db.pool, &dag.id, 1)
+        .await
+        .unwrap();
+    let lease = std::time::Duration::from_millis(300);
+    reelflow_store::runs::claim(&db.pool, "w-gone", lease, std::slice::from_ref(&dag.id), None)
+        .await
+        .unwrap()
+        .expect("fetch is ready");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let delay = |_: &str, _: i32| std::time::Duration::from_secs(1);
+    let expired = reelflow_store::runs::expire_leases(&db.pool, std::slice::from_ref(&dag), &delay)
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    let e = &expired[0];
+    assert_eq!(
+        (e.run_id, e.period.as_str(), e.worker.as_str()),
+        (t.run.id, "2026-09", "w-gone")
+    );
+}

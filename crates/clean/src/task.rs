@@ -41,11 +41,14 @@ impl Task for CleanTask {
             let cfg = self.config.clone();
             let cancel = ctx.cancel.clone();
             let dir = out.clone();
-            let manifest =
-                tokio::task::spawn_blocking(move || clean_zip_with_cancel(&zip, &dir, &cfg, &|| cancel.is_cancelled()))
-                    .await
-                    .map_err(|e| TaskError::fatal(format!("clean: the cleaning thread failed: {e}")))?
-                    .map_err(|e| task_error(e, ctx.run_id))?;
+            // The blocking thread does not inherit the task's span: enter it there.
+            let span = tracing::Span::current();
+            let manifest = tokio::task::spawn_blocking(move || {
+                span.in_scope(|| clean_zip_with_cancel(&zip, &dir, &cfg, &|| cancel.is_cancelled()))
+            })
+            .await
+            .map_err(|e| TaskError::fatal(format!("clean: the cleaning thread failed: {e}")))?
+            .map_err(|e| task_error(e, ctx.run_id))?;
             let manifest = serde_json::to_value(&manifest)
                 .map_err(|e| TaskError::fatal(format!("clean: cannot encode the manifest: {e}")))?;
             Ok(serde_json::json!({ "dir": out.to_string_lossy(), "manifest": manifest }))

@@ -87,7 +87,11 @@ pub(crate) async fn fetch_remote(ctx: &Ctx<'_>) -> Result<FetchOutput, FetchErro
                     });
                 }
                 Ok(r) => {
-                    tracing::info!(old_etag = ?prev.etag, new_etag = ?r.meta.e_tag, "the object changed since the last fetch");
+                    tracing::info!(
+                        old_etag = prev.etag.as_deref().unwrap_or("none"),
+                        new_etag = r.meta.e_tag.as_deref().unwrap_or("none"),
+                        "the object changed since the last fetch"
+                    );
                     let w = PartWriter::create(&paths.part).await.map_err(ctx.io(&paths.part))?;
                     started = Some((w, r));
                 }

@@ -153,7 +153,7 @@ pub(crate) async fn run(
                 running.push(async move {
                     let started = Instant::now();
                     let r = run_job(&mut conn, job).await;
-                    tracing::info!(
+                    tracing::debug!(
                         job = %job.name,
                         seconds = started.elapsed().as_secs_f64(),
                         ended_at = graph_started.elapsed().as_secs_f64(),

@@ -122,7 +122,8 @@ impl Engine {
         let expired = runs::expire_leases(&self.pool, &specs, &delay).await?;
         for e in &expired {
             self.stats.expired.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(task_instance = e.ti_id, dag = %e.dag_id, task = %e.task_id, retried = e.retried,
+            tracing::warn!(run_id = e.run_id, period = %e.period, task_instance = e.ti_id, dag = %e.dag_id,
+                task = %e.task_id, worker = %e.worker, retried = e.retried,
                 "lease expired; the try counts as failed");
             let labels = [("dag", e.dag_id.as_str()), ("task", e.task_id.as_str())];
             METRICS.lease_expirations.inc(&[]);

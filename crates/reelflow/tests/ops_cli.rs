@@ -413,3 +413,47 @@ async fn an_unreachable_or_missing_database_is_reported_at_once_and_once() {
         .unwrap();
     assert_eq!(stderr(&o), "", "{}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_of_every_stage_carry_the_run_and_no_debug_text() {
+    let e = env().await;
+    e.ok(&["run", "--period", "2026-11"]);
+    // A second, reloading run of the period: publish replaces and retention has work.
+    let o = e
+        .cmd()
+        .env("REELFLOW_LOG", "info")
+        .env("REELFLOW_LOG_FORMAT", "json")
+        .args(["run", "--period", "2026-11", "--rerun"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&o.stderr).lines())
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|err| panic!("{err}: {l}")))
+        .collect();
+    let msg = |l: &serde_json::Value| l["fields"]["message"].as_str().unwrap_or("").to_string();
+    for needle in [
+        "source unchanged",
+        "cleaned entry",
+        "clean finished",
+        "COPY done",
+        "snapshot published",
+    ] {
+        let found: Vec<&serde_json::Value> = lines.iter().filter(|l| msg(l).starts_with(needle)).collect();
+        let all: Vec<String> = lines.iter().map(msg).collect();
+        assert!(!found.is_empty(), "no {needle:?} line in {all:#?}");
+        for l in found {
+            assert_eq!(l["span"]["run_id"], 1, "{needle}: {l}");
+        }
+    }
+    assert!(
+        !lines.iter().any(|l| msg(l) == "load job done"),
+        "load job lines are DEBUG"
+    );
+    for l in &lines {
+        let t = l.to_string();
+        assert!(!t.contains("Some(") && !t.contains("\"None\""), "Rust debug text: {t}");
+    }
+}

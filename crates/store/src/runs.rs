@@ -133,6 +133,10 @@ pub struct RunEnd {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expired {
     pub ti_id: i64,
+    pub run_id: i64,
+    pub period: String,
+    /// The worker that held the lease.
+    pub worker: String,
     pub dag_id: String,
     pub task_id: String,
     pub retried: bool,
@@ -474,7 +478,8 @@ pub async fn expire_leases(
 ) -> Result<Vec<Expired>, RunError> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
-        "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, ti.max_tries, ti.attempt_id, ti.lease_owner, r.dag_id
+        "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, ti.max_tries, ti.attempt_id, ti.lease_owner, r.dag_id,
+                r.period
          FROM reelflow.task_instances ti JOIN reelflow.dag_runs r ON r.id = ti.run_id
          WHERE ti.state = 'running' AND ti.lease_expires_at < now()
          FOR UPDATE OF ti SKIP LOCKED",
@@ -491,10 +496,9 @@ pub async fn expire_leases(
         let Some(dag) = dags.iter().find(|d| d.id == dag_id) else {
             continue;
         };
-        let msg = format!(
-            "lease of worker {} expired (worker died or stalled)",
-            owner.unwrap_or_default()
-        );
+        let period: String = row.get(8);
+        let worker = owner.unwrap_or_default();
+        let msg = format!("lease of worker {worker} expired (worker died or stalled)");
         let retry = try_number < max_tries;
         sqlx::query(
             "UPDATE reelflow.task_instances SET state = $2, last_error = $3, attempt_id = NULL, lease_owner = NULL,
@@ -521,6 +525,9 @@ pub async fn expire_leases(
         let run_end = settle(&mut tx, dag, run_id).await?;
         out.push(Expired {
             ti_id: ti,
+            run_id,
+            period,
+            worker,
             dag_id: dag_id.clone(),
             task_id,
             retried: retry,
