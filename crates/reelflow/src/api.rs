@@ -550,6 +550,32 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method (reports are read with GET)",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListActions {
+    limit: Option<i64>,
+}
+
+async fn actions(
+    State(s): State<Arc<AppState>>,
+    q: Result<Query<ListActions>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<serde_json::Value> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: expected 1 to 1000"));
+    }
+    Ok(Json(json!({ "actions": ops::list_actions(&s.pool, limit).await? })))
+}
+
 /// The router; tests drive it over a real socket.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -566,8 +592,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/snapshots/rollback", post(rollback))
         .route("/api/v1/snapshots/rollforward", post(rollforward))
+        .route("/api/v1/actions", get(actions))
         .merge(crate::reports_api::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }

@@ -39,8 +39,9 @@ enum Command {
     },
     /// The daemon: scheduler, executor and HTTP API.
     Serve {
-        /// Listen address (default engine.listen, or REELFLOW_LISTEN).
-        #[arg(long)]
+        /// Listen address, HOST:PORT such as 0.0.0.0:8080 or localhost:8080 (default
+        /// engine.listen, or REELFLOW_LISTEN).
+        #[arg(long, value_parser = parse_listen)]
         listen: Option<String>,
     },
     /// DAG runs.
@@ -68,6 +69,11 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// The audit trail of operator actions (trigger, retry, mark, cancel, rollback, ...).
+    Actions {
+        #[command(subcommand)]
+        action: ActionsAction,
+    },
     /// Published snapshots.
     Snapshots {
         #[command(subcommand)]
@@ -81,12 +87,27 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ActionsAction {
+    /// Operator actions, newest first, with their time and origin (`cli`, `http <address>`).
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum RunsAction {
     /// List runs, newest period first.
     List {
-        #[arg(long)]
+        /// Only runs in this state.
+        #[arg(long, value_parser = ["queued", "running", "success", "failed"])]
         state: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// How many to show.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -94,7 +115,9 @@ enum RunsAction {
     },
     /// A run with its task instances and every attempt with its error.
     Show {
+        /// The run's id (`runs list` shows them).
         run_id: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -110,6 +133,7 @@ enum RunsAction {
     /// Cancel a run that has not finished (it ends failed; a running task stops), or with
     /// --backfill every backfill run that is still queued.
     Cancel {
+        /// The run to cancel.
         #[arg(required_unless_present = "backfill", conflicts_with = "backfill")]
         run_id: Option<i64>,
         /// Cancel every queued backfill run.
@@ -122,15 +146,21 @@ enum RunsAction {
 enum TasksAction {
     /// Run a task again (Airflow's "clear"); --downstream also re-runs the tasks after it.
     Retry {
+        /// The run's id.
         run_id: i64,
+        /// fetch, clean, load or publish.
         task: String,
+        /// Also re-run every task after it.
         #[arg(long)]
         downstream: bool,
     },
     /// Set a task's state by hand.
     Mark {
+        /// The run's id.
         run_id: i64,
+        /// fetch, clean, load or publish.
         task: String,
+        /// success or failed.
         #[arg(value_parser = ["success", "failed"])]
         state: String,
     },
@@ -176,6 +206,8 @@ fn init_logging(json_default: bool, progress: Option<reelflow::progress::Latest>
         Ok("pretty") => false,
         _ => json_default,
     };
+    // Colour only for a terminal: not in files and pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if json {
         tracing_subscriber::fmt()
             .with_env_filter(filter())
@@ -185,6 +217,7 @@ fn init_logging(json_default: bool, progress: Option<reelflow::progress::Latest>
     } else if let Some(latest) = progress {
         let lines = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(ansi)
             .compact()
             .with_filter(EnvFilter::new("warn"));
         let bar = reelflow::progress::ProgressLayer(latest).with_filter(tracing_subscriber::filter::LevelFilter::INFO);
@@ -193,6 +226,7 @@ fn init_logging(json_default: bool, progress: Option<reelflow::progress::Latest>
         tracing_subscriber::fmt()
             .with_env_filter(filter())
             .with_writer(std::io::stderr)
+            .with_ansi(ansi)
             .compact()
             .init();
     }
@@ -209,6 +243,9 @@ async fn main() -> ExitCode {
         && std::env::var_os("REELFLOW_LOG_FORMAT").is_none())
     .then(reelflow::progress::Latest::default);
     init_logging(matches!(cli.command, Command::Serve { .. }), progress.clone());
+    for w in reelflow::config::unknown_env_vars(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok())) {
+        eprintln!("reelflow: warning: {w}");
+    }
     let cfg = match Config::load(cli.config.as_deref(), &|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -251,6 +288,10 @@ fn describe_roll(out: &reelflow_load::PublishOutput, what: &str) -> String {
     s
 }
 
+fn parse_listen(s: &str) -> Result<String, String> {
+    reelflow::config::resolve_listen(s).map(|_| s.to_string())
+}
+
 fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("JSON output"));
 }
@@ -291,20 +332,22 @@ async fn dispatch(
                     if json {
                         print_json(&runs);
                     } else {
+                        let time =
+                            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                         println!(
-                            "{:>6}  {:<8}  {:<8}  {:<9}  {:>3}  {:<25}  ended",
+                            "{:>6}  {:<8}  {:<8}  {:<9}  {:>3}  {:<20}  ended",
                             "run", "period", "state", "trigger", "gen", "created"
                         );
                         for r in runs {
                             println!(
-                                "{:>6}  {:<8}  {:<8}  {:<9}  {:>3}  {:<25}  {}",
+                                "{:>6}  {:<8}  {:<8}  {:<9}  {:>3}  {:<20}  {}",
                                 r.id,
                                 r.period,
                                 r.state,
                                 r.trigger,
                                 r.generation,
-                                r.created_at.to_rfc3339(),
-                                r.ended_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                                time(r.created_at),
+                                r.ended_at.map(time).unwrap_or_default()
                             );
                         }
                     }
@@ -437,6 +480,34 @@ async fn dispatch(
                     t.run.id,
                     if t.created { "queued" } else { "exists" }
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Actions {
+            action: ActionsAction::List { limit, json },
+        } => {
+            let pool = db::connect(&cfg).await?;
+            let actions = ops::list_actions(&pool, limit).await?;
+            if json {
+                print_json(&actions);
+            } else {
+                println!(
+                    "{:>5}  {:<20}  {:<16}  {:<11}  {:>5}  {:<8}  {:<7}  detail",
+                    "id", "at", "origin", "action", "run", "period", "task"
+                );
+                for a in actions {
+                    println!(
+                        "{:>5}  {:<20}  {:<16}  {:<11}  {:>5}  {:<8}  {:<7}  {}",
+                        a.id,
+                        a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        a.origin,
+                        a.action,
+                        a.run_id.map(|r| r.to_string()).unwrap_or_default(),
+                        a.period.unwrap_or_default(),
+                        a.task_id.unwrap_or_default(),
+                        a.detail.map(|d| d.to_string()).unwrap_or_default()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -7,6 +7,46 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
 
+/// A row of `reelflow.operator_actions`: who did what, when.
+#[derive(Debug, Serialize)]
+pub struct ActionInfo {
+    pub id: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub origin: String,
+    pub action: String,
+    pub dag_id: Option<String>,
+    pub period: Option<String>,
+    pub run_id: Option<i64>,
+    pub task_id: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// The audit trail, newest first.
+pub async fn list_actions(pool: &PgPool, limit: i64) -> Result<Vec<ActionInfo>, RunError> {
+    let rows = sqlx::query(
+        "SELECT id, at, origin, action, dag_id, period, run_id, task_id, detail
+         FROM reelflow.operator_actions ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    use sqlx::Row;
+    Ok(rows
+        .iter()
+        .map(|r| ActionInfo {
+            id: r.get(0),
+            at: r.get(1),
+            origin: r.get(2),
+            action: r.get(3),
+            dag_id: r.get(4),
+            period: r.get(5),
+            run_id: r.get(6),
+            task_id: r.get(7),
+            detail: r.get(8),
+        })
+        .collect())
+}
+
 /// A run with its task instances and attempts.
 #[derive(Debug, Serialize)]
 pub struct RunDetail {

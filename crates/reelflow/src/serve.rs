@@ -48,6 +48,10 @@ pub async fn schedule_tick(
 ) -> anyhow::Result<Vec<Period>> {
     let mut created = Vec::new();
     for p in due_periods(cfg, schedule, chrono::Utc::now()) {
+        // Only insert when missing: every INSERT ... ON CONFLICT takes a run id from the sequence.
+        if runs::find_run(pool, &dag.id, &p.to_string()).await?.is_some() {
+            continue;
+        }
         let (_, new) = runs::ensure_run(pool, dag, &p.to_string(), "scheduled", false).await?;
         if new {
             tracing::info!(dag = %dag.id, period = %p, "scheduled run created");
@@ -75,9 +79,8 @@ async fn shutdown_signal() {
 
 pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -> anyhow::Result<()> {
     let listen = listen_override.unwrap_or_else(|| cfg.engine.listen.clone());
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?}: expected HOST:PORT"))?;
+    let addr: std::net::SocketAddr = crate::config::resolve_listen(&listen)
+        .map_err(|e| crate::config::ConfigError(vec![format!("listen address {e}")]))?;
     let token = cfg.engine.token()?;
     if token.is_none() {
         tracing::warn!("no admin token configured: mutating API endpoints are disabled");

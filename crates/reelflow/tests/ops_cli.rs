@@ -457,3 +457,115 @@ async fn json_log_lines_of_every_stage_carry_the_run_and_no_debug_text() {
         assert!(!t.contains("Some(") && !t.contains("\"None\""), "Rust debug text: {t}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_rough_edges_exit_codes_warnings_colour_and_the_audit_trail() {
+    let e = env().await;
+    // A bad --state is a usage error, like the API's 400.
+    let o = e.run(&["runs", "list", "--state", "bogus"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // A mistyped variable is named with the closest setting.
+    let o = e
+        .cmd()
+        .env("REELFLOW_LOAD_PARALELISM", "4")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("warning: REELFLOW_LOAD_PARALELISM is not a reelflow setting and is ignored; did you mean REELFLOW_LOAD_PARALLELISM?"),
+        "{}",
+        text(&o)
+    );
+    // A cron that never fires, an unknown preset: refused as configuration (78), together
+    // with a bad time zone.
+    let o = e
+        .cmd()
+        .env("REELFLOW_SCHEDULE_CRON", "@monthy")
+        .env("REELFLOW_SCHEDULE_TIMEZONE", "Mars/Base")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("unknown preset") && stderr(&o).contains("Mars/Base"),
+        "{}",
+        text(&o)
+    );
+    let o = e
+        .cmd()
+        .env("REELFLOW_SCHEDULE_CRON", "0 3 31 2 *")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(stderr(&o).contains("never fires"), "{}", text(&o));
+    // --listen: a bad value is a usage error; a host name is accepted.
+    let o = e.run(&["serve", "--listen", "localhost"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = e
+        .cmd()
+        .env("REELFLOW_SCHEDULE_ENABLED", "false")
+        .args(["serve", "--listen", &format!("localhost:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("localhost", port)).await.is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "serve exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not listen on localhost:{port}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop(&mut child);
+    // No colour codes in a pipe.
+    let o = e
+        .cmd()
+        .env("REELFLOW_LOG", "info")
+        .args(["run", "--period", "2026-11"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!stderr(&o).is_empty());
+    assert!(!o.stderr.contains(&0x1b), "ANSI escapes: {}", stderr(&o));
+    // runs list: aligned columns (every row as wide as the header up to `ended`).
+    let table = e.ok(&["runs", "list"]);
+    let header = table.lines().next().unwrap();
+    let at = header.find("ended").unwrap();
+    let created = header.find("created").unwrap();
+    for l in table.lines().skip(1) {
+        let when = l.get(created..at).unwrap_or_else(|| panic!("{table}")).trim();
+        assert!(chrono_like(when), "created {when:?} misaligned: {table}");
+        assert!(
+            l[at..].is_empty() || chrono_like(l[at..].trim()),
+            "ended misaligned: {table}"
+        );
+    }
+    // The audit trail.
+    e.ok(&["runs", "trigger", "--period", "2026-10"]);
+    e.ok(&["runs", "cancel", "2"]);
+    let listed = e.ok(&["actions", "list"]);
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert!(rows[0].contains("cancel") && rows[0].contains("2026-10"), "{listed}");
+    assert!(rows[1].contains("trigger"), "{listed}");
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&e.ok(&["actions", "list", "--json", "--limit", "1"])).unwrap();
+    assert_eq!(json.len(), 1);
+    assert_eq!(
+        (json[0]["action"].as_str(), json[0]["origin"].as_str()),
+        (Some("cancel"), Some("cli"))
+    );
+}
+
+/// `2026-12-01T14:02:16Z`: a timestamp to the second, as the tables print them.
+fn chrono_like(s: &str) -> bool {
+    s.len() == 20 && s.as_bytes()[10] == b'T' && s.ends_with('Z')
+}
