@@ -19,3 +19,7 @@ SELECT coalesce(published_at, created_at), id,
 FROM reelflow.snapshots
 WHERE published_at IS NOT NULL AND (state = 'published' OR retired_at IS NOT NULL)
 ORDER BY published_at, id;
+
+-- A run's own source (`runs trigger --source`, `POST /runs {"source"}`): the fetch task of that
+-- run reads it instead of the configured one. NULL: the configured source.
+ALTER TABLE reelflow.dag_runs ADD COLUMN source text;

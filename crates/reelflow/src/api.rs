@@ -188,6 +188,8 @@ struct TriggerBody {
     period: String,
     #[serde(default)]
     rerun: bool,
+    /// A source for this run only.
+    source: Option<String>,
 }
 
 async fn trigger(
@@ -199,7 +201,7 @@ async fn trigger(
     let origin = authorize(&s, &headers, peer)?;
     let b = body(b)?;
     let p = period(&b.period, "period")?;
-    let out = ops::trigger(&s.pool, &s.dag, p, b.rerun, "manual", &origin).await?;
+    let out = ops::trigger_with_source(&s.pool, &s.dag, p, b.rerun, "manual", &origin, b.source.as_deref()).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }

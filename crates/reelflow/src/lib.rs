@@ -10,4 +10,5 @@ pub mod ops;
 pub mod pipeline;
 pub mod progress;
 pub mod reports_api;
+pub mod run_source;
 pub mod serve;

@@ -129,6 +129,10 @@ enum RunsAction {
         /// Run a finished period again.
         #[arg(long)]
         rerun: bool,
+        /// Fetch this source for this run only (s3://, https://, file:// or a path); recorded
+        /// with the run. Default: the configured source.
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Cancel a run that has not finished (it ends failed; a running task stops), or with
     /// --backfill every backfill run that is still queued.
@@ -361,6 +365,9 @@ async fn dispatch(
                             "run {} of {} for {}: {} ({}, generation {})",
                             d.run.id, d.run.dag_id, d.run.period, d.run.state, d.run.trigger, d.run.generation
                         );
+                        if let Some(s) = &d.source {
+                            println!("source: {s} (recorded with the run)");
+                        }
                         println!("tasks:");
                         for t in &d.tasks {
                             // Whether the task's last error can pass with a retry.
@@ -428,10 +435,16 @@ async fn dispatch(
                         println!("run {} ({}) cancelled: failed{stopped}", c.run_id, c.period);
                     }
                 }
-                RunsAction::Trigger { period, rerun } => {
-                    let t = ops::trigger(&pool, &dag, period, rerun, "manual", ORIGIN).await?;
+                RunsAction::Trigger { period, rerun, source } => {
+                    let t = ops::trigger_with_source(&pool, &dag, period, rerun, "manual", ORIGIN, source.as_deref())
+                        .await?;
                     if t.created {
-                        println!("run {} for {} is queued", t.run.id, t.run.period);
+                        let from = source
+                            .as_deref()
+                            .and_then(|s| reelflow_fetch::Source::parse(s).ok())
+                            .map(|s| format!(" (source {s})"))
+                            .unwrap_or_default();
+                        println!("run {} for {} is queued{from}", t.run.id, t.run.period);
                     } else {
                         println!(
                             "run {} for {} already exists ({}); nothing changed (use --rerun to run it again)",

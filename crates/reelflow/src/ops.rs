@@ -51,6 +51,8 @@ pub async fn list_actions(pool: &PgPool, limit: i64) -> Result<Vec<ActionInfo>, 
 #[derive(Debug, Serialize)]
 pub struct RunDetail {
     pub run: RunInfo,
+    /// The source recorded with the run (`runs trigger --source`); null: the configured one.
+    pub source: Option<String>,
     pub tasks: Vec<TaskInstanceInfo>,
     pub attempts: Vec<AttemptInfo>,
 }
@@ -65,6 +67,9 @@ pub struct Triggered {
 pub async fn show_run(pool: &PgPool, run_id: i64) -> Result<RunDetail, RunError> {
     Ok(RunDetail {
         run: runs::get_run(pool, run_id).await?,
+        source: crate::run_source::run_source(pool, run_id)
+            .await?
+            .map(|s| reelflow_fetch::Source::parse(&s).map(|p| p.to_string()).unwrap_or(s)),
         tasks: runs::task_instances(pool, run_id).await?,
         attempts: runs::attempts(pool, run_id).await?,
     })
@@ -80,8 +85,42 @@ pub async fn trigger(
     kind: &str,
     origin: &str,
 ) -> anyhow::Result<Triggered> {
+    trigger_with_source(pool, dag, period, rerun, kind, origin, None).await
+}
+
+/// [`trigger`] with a source for this run only (`runs trigger --source`): recorded with the run
+/// (and in the audit trail), and what its fetch task fetches. None: the configured source.
+pub async fn trigger_with_source(
+    pool: &PgPool,
+    dag: &DagSpec,
+    period: Period,
+    rerun: bool,
+    kind: &str,
+    origin: &str,
+    source: Option<&str>,
+) -> anyhow::Result<Triggered> {
     check_period_ended(period, chrono::Utc::now())?;
-    Ok(create(pool, dag, period, rerun, kind, origin).await?)
+    if let Some(s) = source {
+        reelflow_fetch::Source::parse(s).map_err(|e| Refused(format!("source: {e}")))?;
+    }
+    let t = create(pool, dag, period, rerun, kind, origin).await?;
+    if t.created {
+        crate::run_source::set_run_source(pool, t.run.id, source).await?;
+        if let Some(s) = source {
+            runs::record_action(
+                pool,
+                origin,
+                "set_source",
+                Some(&dag.id),
+                Some(&t.run.period),
+                Some(t.run.id),
+                Some("fetch"),
+                json!({"source": reelflow_fetch::Source::parse(s).map(|p| p.to_string()).unwrap_or_default()}),
+            )
+            .await?;
+        }
+    }
+    Ok(t)
 }
 
 async fn create(

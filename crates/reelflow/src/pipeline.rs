@@ -34,9 +34,12 @@ pub fn dag_spec(cfg: &Config) -> DagSpec {
 pub fn tasks(cfg: &Config, pool: &PgPool) -> anyhow::Result<Vec<Arc<dyn Task>>> {
     let source = reelflow_fetch::Source::parse(&cfg.source)?;
     Ok(vec![
-        Arc::new(reelflow_fetch::FetchTask {
-            source,
-            config: cfg.fetch.to_fetch_config(),
+        Arc::new(crate::run_source::RunSourceFetch {
+            fetch: reelflow_fetch::FetchTask {
+                source,
+                config: cfg.fetch.to_fetch_config(),
+            },
+            pool: pool.clone(),
         }),
         Arc::new(CleanUnlessUnchanged {
             clean: reelflow_clean::CleanTask {

@@ -569,3 +569,37 @@ async fn cli_rough_edges_exit_codes_warnings_colour_and_the_audit_trail() {
 fn chrono_like(s: &str) -> bool {
     s.len() == 20 && s.as_bytes()[10] == b'T' && s.ends_with('Z')
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_trigger_source_is_fetched_for_that_run_only() {
+    let e = env().await;
+    let elsewhere = e.dir.path().join("not-here.zip");
+    let cmd = |args: &[&str]| e.cmd().env("REELFLOW_SOURCE", &elsewhere).args(args).output().unwrap();
+    let real = e.source.to_str().unwrap();
+    let o = cmd(&["runs", "trigger", "--period", "2026-10", "--source", real]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("is queued (source "),
+        "{}",
+        text(&o)
+    );
+    let o = cmd(&["run", "--period", "2026-10"]);
+    assert!(o.status.success(), "the run's own source was fetched: {}", text(&o));
+    let o = cmd(&["runs", "show", "1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("source: "), "{}", text(&o));
+    let shown: serde_json::Value = serde_json::from_slice(&cmd(&["runs", "show", "1", "--json"]).stdout).unwrap();
+    assert!(
+        shown["source"].as_str().unwrap().ends_with("the-movies-dataset.zip"),
+        "{shown}"
+    );
+    // Another run uses the configured source (which does not exist here).
+    let o = cmd(&["run", "--period", "2026-09"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("not-here.zip"), "{}", text(&o));
+    // A bad source is refused before a run is created.
+    let o = cmd(&["runs", "trigger", "--period", "2026-08", "--source", "ftp://x/y.zip"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("unsupported scheme"), "{}", text(&o));
+    let actions = e.ok(&["actions", "list"]);
+    assert!(actions.contains("set_source"), "{actions}");
+}
