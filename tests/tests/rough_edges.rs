@@ -131,3 +131,53 @@ async fn a_post_to_a_report_is_a_json_405_and_actions_are_readable() {
     let r = request(addr, "GET", "/api/v1/actions?limit=0", &[], None).await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_orchestration_api_and_each_entry_is_served() {
+    let db = TestDb::new().await;
+    let cfg = config(&db, &[]).unwrap();
+    let state = Arc::new(AppState {
+        pool: db.pool.clone(),
+        dag: reelflow::pipeline::dag_spec(&cfg),
+        token: Some("t0ken".into()),
+        heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
+        liveness_secs: 60,
+        shutting_down: AtomicBool::new(false),
+        engine: None,
+        ops: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let doc = request(addr, "GET", "/api/v1/openapi.json", &[], None).await.json();
+    let mut documented = 0;
+    for (path, method, ..) in reelflow::reports_api::openapi::ORCHESTRATION {
+        assert_eq!(
+            doc["paths"][path][method]["tags"][0], "orchestration",
+            "{method} {path}"
+        );
+        documented += 1;
+        // Served: without a token a mutation is 401 (not 404 or 405); a read is not 404/405.
+        let concrete = path.replace("{id}", "999").replace("{task}", "fetch");
+        let r = request(
+            addr,
+            &method.to_uppercase(),
+            &concrete,
+            &[],
+            (*method == "post").then_some("{}"),
+        )
+        .await;
+        if *method == "post" {
+            assert_eq!(r.status, 401, "{method} {path}: {}", r.body);
+        } else {
+            assert!(
+                r.status != 405 && !r.body.contains("no such endpoint"),
+                "{method} {path}: {} {}",
+                r.status,
+                r.body
+            );
+        }
+    }
+    assert_eq!(documented, 11);
+}
