@@ -303,7 +303,7 @@ impl Engine {
                     match runs::heartbeat(&pool, ti, attempt, lease).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::warn!("lease lost: another worker owns this task now; cancelling");
+                            tracing::warn!("lease lost (another worker took the task over, or an operator marked or cancelled it); stopping");
                             lost.store(true, Ordering::Relaxed);
                             let _ = cancel_tx.send(true);
                             return;
