@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use reelflow_dag::{BoxFuture, Cancel, Measure, NoInput, Stage, TaskContext, TaskError};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 
 pub use error::FetchError;
 pub use source::{Source, DEFAULT_SOURCE};
@@ -151,7 +150,8 @@ pub async fn fetch(
     cancel: &Cancel,
 ) -> Result<FetchOutput, FetchError> {
     let location = source.to_string();
-    let span = tracing::info_span!("fetch", source = %location);
+    // No span of its own: its lines keep the caller's (the task's run id, task and try), so
+    // `jq 'select(.span.run_id == N)'` finds them; the final lines name the source.
     async {
         fs_create_dir(dest_dir, &location).await?;
         if cancel.is_cancelled() {
@@ -173,20 +173,20 @@ pub async fn fetch(
         };
         match &result {
             Ok(out) if out.reused => {
-                tracing::info!(size = out.size, sha256 = %out.sha256, "source unchanged; reusing the earlier download")
+                tracing::info!(source = %location, size = out.size, sha256 = %out.sha256, "source unchanged; reusing the earlier download")
             }
             Ok(out) => tracing::info!(
+                source = %location,
                 size = out.size,
                 sha256 = %out.sha256,
                 resumes = out.resumes,
                 seconds = started.elapsed().as_secs_f64(),
                 "fetched"
             ),
-            Err(e) => tracing::warn!(error = %e, retryable = e.is_retryable(), "fetch failed"),
+            Err(e) => tracing::warn!(source = %location, error = %e, retryable = e.is_retryable(), "fetch failed"),
         }
         result
     }
-    .instrument(span)
     .await
 }
 

@@ -11,13 +11,15 @@
 
 mod diff;
 mod graph;
+mod orphans;
 mod plan;
 mod reports;
 mod snapshot;
 
+pub use orphans::sweep_orphans;
 pub use reports::{Report, REPORTS};
 pub use snapshot::{
-    build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, reuse_snapshot, rollback,
-    unchanged_snapshot, LoadConfig, LoadError, LoadInput, LoadOutput, LoadTask, PublishInput, PublishOutput,
-    PublishTask, SnapshotInfo, PUBLISHED_SCHEMA,
+    build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, publish_with, reuse_snapshot,
+    roll, rollback, unchanged_snapshot, LoadConfig, LoadError, LoadInput, LoadOutput, LoadTask, PublishInput,
+    PublishOutput, PublishTask, RollTarget, SnapshotInfo, PUBLISHED_SCHEMA,
 };

@@ -21,8 +21,13 @@ pub const PUBLISHED_SCHEMA: &str = "movies";
 pub struct LoadConfig {
     /// Concurrent COPY streams and index builds.
     pub parallelism: usize,
-    /// Published snapshots kept besides the current one (for rollback); older ones are dropped.
+    /// Snapshots kept for rollback besides the current one: the one `movies` showed before it,
+    /// the one before that, and so on (the publish history), plus the one last rolled back away
+    /// from (for roll-forward). Other snapshots that were `movies` are dropped.
     pub keep_previous: usize,
+    /// Snapshots of other periods (backfills, catch-up runs, older months): the newest one of
+    /// each period is kept, for this many periods (newest first); the rest are dropped.
+    pub keep_periods: usize,
     /// `maintenance_work_mem` of the load's sessions (index builds sort in it); empty keeps
     /// the server's setting.
     pub maintenance_work_mem: String,
@@ -38,6 +43,7 @@ impl Default for LoadConfig {
         LoadConfig {
             parallelism: 2,
             keep_previous: 2,
+            keep_periods: 12,
             maintenance_work_mem: "512MB".into(),
             reuse_unchanged: true,
             split_copy_min_bytes: 64 << 20,
@@ -58,8 +64,10 @@ pub enum LoadError {
     BadInput(String),
     #[error("snapshot {id} cannot be published: {reason}")]
     NotPublishable { id: i64, reason: String },
-    #[error("nothing to roll back to: no earlier published snapshot is kept")]
-    NoPrevious,
+    #[error("nothing to roll back to: {0}")]
+    NoPrevious(String),
+    #[error("nothing to roll forward to: {0}")]
+    NoForward(String),
     #[error("the load's job plan is invalid (a bug): {0}")]
     Plan(String),
 }
@@ -165,6 +173,24 @@ pub struct SnapshotInfo {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub published_at: Option<chrono::DateTime<chrono::Utc>>,
     pub error: Option<String>,
+    /// `snapshots rollback` would publish this one.
+    #[serde(default)]
+    pub rollback_target: bool,
+    /// `snapshots rollforward` would publish this one (the one last rolled back away from).
+    #[serde(default)]
+    pub rollforward_target: bool,
+}
+
+/// What `snapshots rollback` / `rollforward` publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollTarget {
+    /// The snapshot `movies` showed before the current one (following the publish history).
+    Previous,
+    /// The snapshot last rolled back away from, while `movies` still shows what that rollback
+    /// published.
+    Forward,
+    /// A given kept snapshot (`--to ID`).
+    Id(i64),
 }
 
 pub(crate) fn q(schema: &str) -> String {
@@ -427,6 +453,10 @@ pub async fn load_snapshot(
         .await
         .map_err(LoadError::db("taking the period's load lock"))?;
     drop_leftovers(&mut guard, dag_id, period).await?;
+    // Other periods' orphans too (this period's lock is ours, so its building ones are skipped).
+    if let Err(e) = crate::orphans::sweep_orphans(pool).await {
+        tracing::warn!(error = %e, "could not drop orphaned snapshots now; a later sweep will");
+    }
 
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO reelflow.snapshots (dag_id, period, run_id, schema_name, state, source_sha256, manifest, build_id)
@@ -849,6 +879,16 @@ async fn store_counts(conn: &mut PgConnection, manifest: &Manifest, schema: &str
 /// its own name and the new one becomes `movies`. Readers see the old or the new snapshot,
 /// never a mix and never none. Published snapshots beyond `keep_previous` are then dropped.
 pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> Result<PublishOutput, LoadError> {
+    publish_with(pool, snapshot_id, keep_previous, LoadConfig::default().keep_periods).await
+}
+
+/// [`publish`] with both retention settings (see [`LoadConfig`]).
+pub async fn publish_with(
+    pool: &PgPool,
+    snapshot_id: i64,
+    keep_previous: usize,
+    keep_periods: usize,
+) -> Result<PublishOutput, LoadError> {
     let mut tx = pool
         .begin()
         .await
@@ -903,9 +943,14 @@ pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> R
         }
     }
     if state != "ready" {
+        let hint = if state == "dropped" || state == "failed" {
+            "; retry the load task with --downstream to build and publish a new one"
+        } else {
+            ""
+        };
         return Err(LoadError::NotPublishable {
             id: snapshot_id,
-            reason: format!("it is {state}, not ready"),
+            reason: format!("it is {state}, not ready{hint}"),
         });
     }
     let newer: Option<String> =
@@ -922,7 +967,7 @@ pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> R
             .await
             .map_err(LoadError::db("keeping the older period's snapshot"))?;
         tx.commit().await.map_err(LoadError::db("committing the publish"))?;
-        let dropped = prune(pool, keep_previous).await?;
+        let dropped = prune(pool, keep_previous, keep_periods).await?;
         tracing::info!(snapshot_id, period = %period, newer = %newer, "snapshot kept; movies stays on the newer period");
         return Ok(PublishOutput {
             snapshot_id,
@@ -932,12 +977,18 @@ pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> R
             current: false,
         });
     }
-    let replaced = switch_to(&mut tx, snapshot_id, &schema, "retired").await?;
+    let replaced = switch_to(&mut tx, snapshot_id, &schema, "retired", "publish").await?;
     reelflow_dag::failpoint("publish.before_commit");
     tx.commit().await.map_err(LoadError::db("committing the publish"))?;
     reelflow_dag::failpoint("publish.after_commit");
-    let dropped = prune(pool, keep_previous).await?;
-    tracing::info!(snapshot_id, period = %period, ?replaced, ?dropped, "snapshot published");
+    let dropped = prune(pool, keep_previous, keep_periods).await?;
+    tracing::info!(
+        snapshot_id,
+        period = %period,
+        replaced = replaced.map(|r| r.to_string()).unwrap_or_else(|| "none".into()),
+        dropped = %ids(&dropped),
+        "snapshot published"
+    );
     Ok(PublishOutput {
         snapshot_id,
         period,
@@ -947,13 +998,23 @@ pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> R
     })
 }
 
+/// `1, 2, 3` (or `none`) for messages and log fields.
+fn ids(v: &[i64]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
 /// Inside `tx`: renames the published schema back to its own name (its row gets `old_state`)
-/// and `schema` to `movies`. Returns the id of the snapshot that was replaced.
+/// and `schema` to `movies`, and records the change in `reelflow.publish_history` as `action`.
+/// Returns the id of the snapshot that was replaced.
 async fn switch_to(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     id: i64,
     schema: &str,
     old_state: &str,
+    action: &str,
 ) -> Result<Option<i64>, LoadError> {
     let current = sqlx::query("SELECT id, schema_name FROM reelflow.snapshots WHERE state = 'published'")
         .fetch_optional(&mut **tx)
@@ -1006,23 +1067,148 @@ async fn switch_to(
         .execute(&mut **tx)
         .await
         .map_err(LoadError::db("marking the snapshot published"))?;
+    sqlx::query("INSERT INTO reelflow.publish_history (snapshot_id, replaced_id, action) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(replaced)
+        .bind(action)
+        .execute(&mut **tx)
+        .await
+        .map_err(LoadError::db("recording the publish history"))?;
     Ok(replaced)
 }
 
-/// Drops retired snapshots beyond the `keep` most recently published ones.
-async fn prune(pool: &PgPool, keep: usize) -> Result<Vec<i64>, LoadError> {
-    let old = sqlx::query(
-        "SELECT id, schema_name FROM reelflow.snapshots WHERE state IN ('retired', 'rolled_back')
-         ORDER BY published_at DESC NULLS LAST, id DESC OFFSET $1",
+/// The snapshot `movies` shows, if any: (id, period).
+async fn current(conn: &mut PgConnection) -> Result<Option<(i64, String)>, LoadError> {
+    sqlx::query_as("SELECT id, period FROM reelflow.snapshots WHERE state = 'published'")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(LoadError::db("finding the published snapshot"))
+}
+
+/// The snapshot `movies` showed before `id` became `movies` the last time other than by a
+/// rollback: what a rollback from `id` publishes. Rollbacks are skipped so that two rollbacks
+/// go two steps back instead of back and forth.
+async fn previous_of(conn: &mut PgConnection, id: i64) -> Result<Option<i64>, LoadError> {
+    let prev: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT replaced_id FROM reelflow.publish_history
+         WHERE snapshot_id = $1 AND action <> 'rollback' ORDER BY seq DESC LIMIT 1",
     )
-    .bind(keep as i64)
-    .fetch_all(pool)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(LoadError::db("reading the publish history"))?;
+    Ok(prev.flatten())
+}
+
+/// The snapshot that the last rollback to `id` moved away from: what a roll-forward publishes.
+async fn forward_of(conn: &mut PgConnection, id: i64) -> Result<Option<i64>, LoadError> {
+    let next: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT replaced_id FROM reelflow.publish_history
+         WHERE snapshot_id = $1 AND action = 'rollback' ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(LoadError::db("reading the publish history"))?;
+    Ok(next.flatten())
+}
+
+/// Whether a snapshot still has its schema and may be published again.
+async fn kept(conn: &mut PgConnection, id: i64) -> Result<Option<(String, String, String)>, LoadError> {
+    sqlx::query_as(
+        "SELECT state, schema_name, period FROM reelflow.snapshots
+         WHERE id = $1 AND dropped_at IS NULL AND state IN ('retired', 'rolled_back')",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(LoadError::db("reading a kept snapshot"))
+}
+
+/// What rollback and roll-forward would publish now.
+#[derive(Debug, Default, Clone, Copy)]
+struct Targets {
+    previous: Option<i64>,
+    forward: Option<i64>,
+}
+
+impl Targets {
+    async fn read(conn: &mut PgConnection) -> Result<Targets, LoadError> {
+        let Some((cur, _)) = current(conn).await? else {
+            return Ok(Targets::default());
+        };
+        let mut t = Targets::default();
+        if let Some(p) = previous_of(conn, cur).await? {
+            t.previous = kept(conn, p).await?.map(|_| p);
+        }
+        if let Some(f) = forward_of(conn, cur).await? {
+            t.forward = kept(conn, f).await?.map(|_| f);
+        }
+        Ok(t)
+    }
+}
+
+/// Retention, under the bookkeeping lock: keeps the published snapshot, the `keep_previous`
+/// snapshots a chain of rollbacks would publish (the publish history, not the snapshots'
+/// ages), as many roll-forward steps, and the newest snapshot of each other period for the
+/// `keep_periods` newest such periods. Every other retired or rolled-back snapshot is dropped.
+async fn prune(pool: &PgPool, keep_previous: usize, keep_periods: usize) -> Result<Vec<i64>, LoadError> {
+    let mut tx = pool.begin().await.map_err(LoadError::db("starting retention"))?;
+    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
+    let mut keep: Vec<i64> = Vec::new();
+    let cur = current(&mut tx).await?;
+    if let Some((cur_id, _)) = &cur {
+        let mut at = *cur_id;
+        for _ in 0..keep_previous {
+            match previous_of(&mut tx, at).await? {
+                Some(p) if kept(&mut tx, p).await?.is_some() && !keep.contains(&p) && p != *cur_id => {
+                    keep.push(p);
+                    at = p;
+                }
+                _ => break,
+            }
+        }
+        // The same number of roll-forward steps.
+        let mut at = *cur_id;
+        for _ in 0..keep_previous.max(1) {
+            match forward_of(&mut tx, at).await? {
+                Some(f) if kept(&mut tx, f).await?.is_some() && !keep.contains(&f) && f != *cur_id => {
+                    keep.push(f);
+                    at = f;
+                }
+                _ => break,
+            }
+        }
+    }
+    let cur_period = cur.as_ref().map(|c| c.1.clone()).unwrap_or_default();
+    let per_period: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM (
+             SELECT DISTINCT ON (dag_id, period) id, period FROM reelflow.snapshots
+             WHERE state = 'retired' AND dropped_at IS NULL AND period <> $1
+             ORDER BY dag_id, period, id DESC) newest
+         ORDER BY period DESC, id DESC LIMIT $2",
+    )
+    .bind(&cur_period)
+    .bind(keep_periods as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(LoadError::db("listing older periods' snapshots"))?;
+    keep.extend(per_period);
+    let old = sqlx::query(
+        "SELECT id, schema_name FROM reelflow.snapshots
+         WHERE state IN ('retired', 'rolled_back') AND dropped_at IS NULL AND NOT (id = ANY($1))
+         ORDER BY id",
+    )
+    .bind(&keep)
+    .fetch_all(&mut *tx)
     .await
     .map_err(LoadError::db("listing old snapshots"))?;
     let mut dropped = Vec::new();
     for row in old {
         let (id, schema): (i64, String) = (row.get(0), row.get(1));
-        let mut tx = pool.begin().await.map_err(LoadError::db("starting a drop"))?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
             q(&schema)
@@ -1035,15 +1221,35 @@ async fn prune(pool: &PgPool, keep: usize) -> Result<Vec<i64>, LoadError> {
             .execute(&mut *tx)
             .await
             .map_err(LoadError::db("recording a dropped snapshot"))?;
-        tx.commit().await.map_err(LoadError::db("committing a drop"))?;
         dropped.push(id);
+    }
+    tx.commit().await.map_err(LoadError::db("committing retention"))?;
+    match crate::orphans::sweep_orphans(pool).await {
+        Ok(orphans) => dropped.extend(orphans),
+        Err(e) => tracing::warn!(error = %e, "could not drop orphaned snapshots now; a later sweep will"),
+    }
+    if !dropped.is_empty() {
+        tracing::info!(dropped = %ids(&dropped), "retention dropped old snapshots");
     }
     Ok(dropped)
 }
 
-/// Publishes the most recent earlier snapshot again; the current one becomes `rolled_back`
-/// (kept, but never chosen by a later rollback).
+/// Publishes the snapshot `movies` showed before the current one again (following the publish
+/// history); the current one becomes `rolled_back` (kept for [`RollTarget::Forward`]).
 pub async fn rollback(pool: &PgPool) -> Result<PublishOutput, LoadError> {
+    let d = LoadConfig::default();
+    roll(pool, RollTarget::Previous, d.keep_previous, d.keep_periods).await
+}
+
+/// Publishes a kept snapshot again: the previous one, the one rolled back away from, or a given
+/// one. The snapshot it replaces becomes `rolled_back` (a roll-forward retires it instead).
+/// Retention runs afterwards.
+pub async fn roll(
+    pool: &PgPool,
+    target: RollTarget,
+    keep_previous: usize,
+    keep_periods: usize,
+) -> Result<PublishOutput, LoadError> {
     let mut tx = pool
         .begin()
         .await
@@ -1052,23 +1258,66 @@ pub async fn rollback(pool: &PgPool) -> Result<PublishOutput, LoadError> {
         .execute(&mut *tx)
         .await
         .map_err(LoadError::db("locking snapshot bookkeeping"))?;
-    let prev = sqlx::query(
-        "SELECT id, schema_name, period FROM reelflow.snapshots WHERE state = 'retired'
-         ORDER BY retired_at DESC NULLS LAST, id DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(LoadError::db("finding the previous snapshot"))?
-    .ok_or(LoadError::NoPrevious)?;
-    let (id, schema, period): (i64, String, String) = (prev.get(0), prev.get(1), prev.get(2));
-    let replaced = switch_to(&mut tx, id, &schema, "rolled_back").await?;
+    let cur = current(&mut tx).await?;
+    let (id, action, old_state) = match (target, &cur) {
+        (RollTarget::Id(id), Some((cur_id, _))) if id == *cur_id => {
+            return Err(LoadError::NotPublishable {
+                id,
+                reason: "it is the published snapshot already".into(),
+            })
+        }
+        (RollTarget::Id(id), _) => (id, "pick", "rolled_back"),
+        (RollTarget::Previous, None) => return Err(LoadError::NoPrevious("no snapshot is published".into())),
+        (RollTarget::Forward, None) => return Err(LoadError::NoForward("no snapshot is published".into())),
+        (RollTarget::Previous, Some((cur_id, _))) => match previous_of(&mut tx, *cur_id).await? {
+            Some(p) => (p, "rollback", "rolled_back"),
+            None => {
+                return Err(LoadError::NoPrevious(format!(
+                    "snapshot {cur_id} was the first one published"
+                )))
+            }
+        },
+        (RollTarget::Forward, Some((cur_id, _))) => match forward_of(&mut tx, *cur_id).await? {
+            Some(f) => (f, "rollforward", "retired"),
+            None => {
+                return Err(LoadError::NoForward(format!(
+                    "snapshot {cur_id} was not published by a rollback"
+                )))
+            }
+        },
+    };
+    let Some((_, schema, period)) = kept(&mut tx, id).await? else {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM reelflow.snapshots WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(LoadError::db("reading the snapshot"))?;
+        let reason = match state {
+            None => "no such snapshot".to_string(),
+            Some(s) if s == "dropped" || s == "failed" => format!("it is {s}: its schema is gone"),
+            Some(s) => format!("it is {s}; only retired or rolled-back snapshots can be published again"),
+        };
+        return Err(match target {
+            RollTarget::Previous => LoadError::NoPrevious(format!("snapshot {id} is not kept ({reason})")),
+            RollTarget::Forward => LoadError::NoForward(format!("snapshot {id} is not kept ({reason})")),
+            RollTarget::Id(_) => LoadError::NotPublishable { id, reason },
+        });
+    };
+    let replaced = switch_to(&mut tx, id, &schema, old_state, action).await?;
     tx.commit().await.map_err(LoadError::db("committing the rollback"))?;
-    tracing::info!(snapshot_id = id, period = %period, ?replaced, "rolled back");
+    let dropped = prune(pool, keep_previous, keep_periods).await?;
+    tracing::info!(
+        snapshot_id = id,
+        period = %period,
+        action,
+        replaced = replaced.map(|r| r.to_string()).unwrap_or_else(|| "none".into()),
+        "published a kept snapshot again"
+    );
     Ok(PublishOutput {
         snapshot_id: id,
         period,
         replaced,
-        dropped: vec![],
+        dropped,
         current: true,
     })
 }
@@ -1083,6 +1332,8 @@ pub async fn list_snapshots(pool: &PgPool) -> Result<Vec<SnapshotInfo>, LoadErro
     .fetch_all(pool)
     .await
     .map_err(LoadError::db("listing snapshots"))?;
+    let mut conn = pool.acquire().await.map_err(LoadError::db("listing snapshots"))?;
+    let targets = Targets::read(&mut conn).await?;
     Ok(rows
         .into_iter()
         .map(|r| SnapshotInfo {
@@ -1096,6 +1347,8 @@ pub async fn list_snapshots(pool: &PgPool) -> Result<Vec<SnapshotInfo>, LoadErro
             created_at: r.get(7),
             published_at: r.get(8),
             error: r.get(9),
+            rollback_target: Some(r.get::<i64, _>(0)) == targets.previous,
+            rollforward_target: Some(r.get::<i64, _>(0)) == targets.forward,
         })
         .collect())
 }
@@ -1117,7 +1370,8 @@ pub fn build_id() -> String {
 /// The snapshot of `(dag_id, period)` that a new load of a source with this SHA-256 would only
 /// rebuild: the period's newest kept snapshot, if it is published (current or kept for an
 /// older period), came from the same bytes and was built by this same [`build_id`]. A
-/// snapshot that was rolled back away from is never reused.
+/// snapshot that was rolled back away from is never reused; one that was never published (a
+/// leftover of a load-only retry or a failed run) is not considered at all.
 pub async fn unchanged_snapshot(
     pool: &PgPool,
     dag_id: &str,
@@ -1126,7 +1380,7 @@ pub async fn unchanged_snapshot(
 ) -> Result<Option<i64>, LoadError> {
     let row = sqlx::query(
         "SELECT id, state, source_sha256, build_id FROM reelflow.snapshots
-         WHERE dag_id = $1 AND period = $2 AND dropped_at IS NULL AND state NOT IN ('building', 'failed')
+         WHERE dag_id = $1 AND period = $2 AND dropped_at IS NULL AND state IN ('published', 'retired', 'rolled_back')
          ORDER BY id DESC LIMIT 1",
     )
     .bind(dag_id)
@@ -1212,7 +1466,15 @@ impl Stage for LoadTask {
             let work = load_snapshot(&self.pool, &dir, &ctx.dag_id, &period, Some(ctx.run_id), &self.config);
             tokio::select! {
                 r = work => Ok(r?),
-                _ = ctx.cancel.cancelled() => Err(TaskError::cancelled()),
+                _ = ctx.cancel.cancelled() => {
+                    // The half-built schema is left `building`; once the aborted session has
+                    // released the period's lock, a sweep (this one, or a later) drops it.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if let Err(e) = crate::orphans::sweep_orphans(&self.pool).await {
+                        tracing::warn!(error = %e, "could not drop the cancelled load's snapshot now; a later sweep will");
+                    }
+                    Err(TaskError::cancelled())
+                }
             }
         })
     }
@@ -1265,7 +1527,13 @@ impl Stage for PublishTask {
     ) -> BoxFuture<'a, Result<PublishOutput, TaskError>> {
         Box::pin(async move {
             // A reused snapshot was published before: publish() leaves it as it is.
-            Ok(publish(&self.pool, input.load.snapshot_id, self.config.keep_previous).await?)
+            Ok(publish_with(
+                &self.pool,
+                input.load.snapshot_id,
+                self.config.keep_previous,
+                self.config.keep_periods,
+            )
+            .await?)
         })
     }
 

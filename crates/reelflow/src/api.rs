@@ -31,6 +31,8 @@ pub struct AppState {
     pub liveness_secs: i64,
     pub shutting_down: AtomicBool,
     pub engine: Option<Arc<crate::engine::Engine>>,
+    /// Retention and backfill limits of the operator actions.
+    pub ops: ops::OpsConfig,
 }
 
 /// An error as JSON: `{"error": {"code": ..., "message": ...}}`. Internals are logged, not sent.
@@ -83,10 +85,19 @@ impl From<RunError> for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
+        if let Some(r) = e.downcast_ref::<ops::Refused>() {
+            return ApiError::bad_request(r.0.clone());
+        }
+        let e = match e.downcast::<RunError>() {
+            Ok(re) => return re.into(),
+            Err(e) => e,
+        };
         if let Some(le) = e.downcast_ref::<reelflow_load::LoadError>() {
             if matches!(
                 le,
-                reelflow_load::LoadError::NoPrevious | reelflow_load::LoadError::NotPublishable { .. }
+                reelflow_load::LoadError::NoPrevious(_)
+                    | reelflow_load::LoadError::NoForward(_)
+                    | reelflow_load::LoadError::NotPublishable { .. }
             ) {
                 return ApiError::new(StatusCode::CONFLICT, "conflict", le.to_string());
             }
@@ -177,6 +188,8 @@ struct TriggerBody {
     period: String,
     #[serde(default)]
     rerun: bool,
+    /// A source for this run only.
+    source: Option<String>,
 }
 
 async fn trigger(
@@ -188,7 +201,7 @@ async fn trigger(
     let origin = authorize(&s, &headers, peer)?;
     let b = body(b)?;
     let p = period(&b.period, "period")?;
-    let out = ops::trigger(&s.pool, &s.dag, p, b.rerun, "manual", &origin).await?;
+    let out = ops::trigger_with_source(&s.pool, &s.dag, p, b.rerun, "manual", &origin, b.source.as_deref()).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
@@ -209,6 +222,9 @@ struct BackfillBody {
     to: String,
     #[serde(default)]
     rerun: bool,
+    /// Confirms a backfill of more than `engine.max_backfill_runs` runs.
+    #[serde(default)]
+    yes: bool,
 }
 
 async fn backfill(
@@ -223,11 +239,32 @@ async fn backfill(
     if from > to {
         return Err(ApiError::bad_request("from must not be after to"));
     }
-    let out = ops::backfill(&s.pool, &s.dag, from, to, b.rerun, &origin).await?;
+    let out = ops::backfill(&s.pool, &s.dag, from, to, b.rerun, b.yes, &s.ops, &origin).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
-    Ok(Json(json!({ "runs": out })))
+    let created = out.iter().filter(|t| t.created).count();
+    Ok(Json(json!({ "count": out.len(), "created": created, "runs": out })))
+}
+
+async fn cancel(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> ApiResult<runs::Cancelled> {
+    let origin = authorize(&s, &headers, peer)?;
+    Ok(Json(ops::cancel(&s.pool, &s.dag, id, &origin).await?))
+}
+
+async fn cancel_backfill(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult<serde_json::Value> {
+    let origin = authorize(&s, &headers, peer)?;
+    let out = ops::cancel_backfill(&s.pool, &s.dag, &origin).await?;
+    Ok(Json(json!({ "cancelled": out })))
 }
 
 #[derive(Deserialize, Default)]
@@ -250,7 +287,8 @@ async fn retry(
     if let Some(e) = &s.engine {
         e.wake();
     }
-    Ok(Json(json!({ "run_id": id, "cleared": cleared })))
+    let note = ops::retry_note(&cleared);
+    Ok(Json(json!({ "run_id": id, "cleared": cleared, "note": note })))
 }
 
 #[derive(Deserialize)]
@@ -288,13 +326,36 @@ async fn snapshots(State(s): State<Arc<AppState>>) -> ApiResult<serde_json::Valu
     Ok(Json(json!({ "snapshots": snaps })))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    /// Publish this kept snapshot instead of the previous one.
+    to: Option<i64>,
+}
+
 async fn rollback(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    b: Option<Json<RollbackBody>>,
+) -> ApiResult<reelflow_load::PublishOutput> {
+    let origin = authorize(&s, &headers, peer)?;
+    let target = match b.and_then(|Json(b)| b.to) {
+        Some(id) => reelflow_load::RollTarget::Id(id),
+        None => reelflow_load::RollTarget::Previous,
+    };
+    Ok(Json(ops::rollback(&s.pool, target, &s.ops, &origin).await?))
+}
+
+async fn rollforward(
     State(s): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> ApiResult<reelflow_load::PublishOutput> {
     let origin = authorize(&s, &headers, peer)?;
-    Ok(Json(ops::rollback(&s.pool, &origin).await?))
+    Ok(Json(
+        ops::rollback(&s.pool, reelflow_load::RollTarget::Forward, &s.ops, &origin).await?,
+    ))
 }
 
 async fn livez(State(s): State<Arc<AppState>>) -> Response {
@@ -369,11 +430,77 @@ async fn refresh_from_store(s: &AppState) -> Result<(), sqlx::Error> {
     .bind(&s.dag.id)
     .fetch_all(&s.pool)
     .await?;
+    refresh_states(s).await?;
     for t in &s.dag.tasks {
         let age = rows.iter().find(|(id, _)| *id == t.id).map(|(_, a)| *a).unwrap_or(0.0);
         m.oldest_running.set(&[("dag", &s.dag.id), ("task", &t.id)], age);
         m.task_timeout
             .set(&[("dag", &s.dag.id), ("task", &t.id)], t.retry.timeout_secs as f64);
+    }
+    Ok(())
+}
+
+/// Run and task instance states from the store: alerting series that do not depend on which
+/// process recorded a change (a replica that shut down, a CLI `tasks mark` or `runs cancel`).
+async fn refresh_states(s: &AppState) -> Result<(), sqlx::Error> {
+    const RUN_STATES: [&str; 4] = ["queued", "running", "success", "failed"];
+    const TASK_STATES: [&str; 8] = [
+        "none",
+        "queued",
+        "running",
+        "success",
+        "failed",
+        "up_for_retry",
+        "upstream_failed",
+        "skipped",
+    ];
+    let m = &METRICS;
+    let d = s.dag.id.as_str();
+    let (runs, failed_recently, latest): (Vec<(String, i64)>, i64, Option<String>) = {
+        let runs = sqlx::query_as("SELECT state, count(*) FROM reelflow.dag_runs WHERE dag_id = $1 GROUP BY state")
+            .bind(d)
+            .fetch_all(&s.pool)
+            .await?;
+        let failed = sqlx::query_scalar(
+            "SELECT count(*) FROM reelflow.dag_runs
+             WHERE dag_id = $1 AND state = 'failed' AND ended_at > now() - interval '1 hour'",
+        )
+        .bind(d)
+        .fetch_one(&s.pool)
+        .await?;
+        let latest = sqlx::query_scalar(
+            "SELECT state FROM reelflow.dag_runs WHERE dag_id = $1 ORDER BY updated_at DESC, id DESC LIMIT 1",
+        )
+        .bind(d)
+        .fetch_optional(&s.pool)
+        .await?;
+        (runs, failed, latest)
+    };
+    for st in RUN_STATES {
+        let n = runs.iter().find(|(s, _)| s == st).map(|(_, n)| *n).unwrap_or(0);
+        m.runs_in_state.set(&[("dag", d), ("state", st)], n as f64);
+        let is = latest.as_deref() == Some(st);
+        m.latest_run_state
+            .set(&[("dag", d), ("state", st)], if is { 1.0 } else { 0.0 });
+    }
+    m.runs_failed_last_hour.set(&[("dag", d)], failed_recently as f64);
+    let tis: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT ti.task_id, ti.state, count(*) FROM reelflow.task_instances ti
+         JOIN reelflow.dag_runs r ON r.id = ti.run_id WHERE r.dag_id = $1 GROUP BY ti.task_id, ti.state",
+    )
+    .bind(d)
+    .fetch_all(&s.pool)
+    .await?;
+    for t in &s.dag.tasks {
+        for st in TASK_STATES {
+            let n = tis
+                .iter()
+                .find(|(task, state, _)| *task == t.id && state == st)
+                .map(|r| r.2)
+                .unwrap_or(0);
+            m.task_instances_in_state
+                .set(&[("dag", d), ("task", &t.id), ("state", st)], n as f64);
+        }
     }
     Ok(())
 }
@@ -439,6 +566,32 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method (reports are read with GET)",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListActions {
+    limit: Option<i64>,
+}
+
+async fn actions(
+    State(s): State<Arc<AppState>>,
+    q: Result<Query<ListActions>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<serde_json::Value> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: expected 1 to 1000"));
+    }
+    Ok(Json(json!({ "actions": ops::list_actions(&s.pool, limit).await? })))
+}
+
 /// The router; tests drive it over a real socket.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -449,11 +602,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/runs/{id}", get(show_run))
         .route("/api/v1/runs/{id}/tasks/{task}/retry", post(retry))
         .route("/api/v1/runs/{id}/tasks/{task}/mark", post(mark))
+        .route("/api/v1/runs/{id}/cancel", post(cancel))
         .route("/api/v1/backfill", post(backfill))
+        .route("/api/v1/backfill/cancel", post(cancel_backfill))
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/snapshots/rollback", post(rollback))
+        .route("/api/v1/snapshots/rollforward", post(rollforward))
+        .route("/api/v1/actions", get(actions))
         .merge(crate::reports_api::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }

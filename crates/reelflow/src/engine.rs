@@ -151,7 +151,7 @@ impl Engine {
         let expired = runs::expire_leases(&self.pool).await?;
         for e in &expired {
             tracing::warn!(run_id = e.run_id, period = %e.period, task_instance = e.ti_id, dag = %e.dag_id,
-                task = %e.task_id, requeued = e.retried,
+                task = %e.task_id, worker = %e.worker, requeued = e.retried,
                 "lease expired: the try counts as interrupted and goes back to the queue");
             let labels = [("dag", e.dag_id.as_str()), ("task", e.task_id.as_str())];
             METRICS.lease_expirations.inc(&[]);
@@ -341,7 +341,7 @@ impl Engine {
                     match beat.await {
                         Ok(Ok(true)) => renewed = std::time::Instant::now(),
                         Ok(Ok(false)) => {
-                            tracing::warn!("lease lost: another worker owns this task now; cancelling");
+                            tracing::warn!("lease lost (another worker took the task over, or an operator marked or cancelled it); stopping");
                             lost.store(true, Ordering::Relaxed);
                             let _ = cancel_tx.send(true);
                             return;

@@ -11,4 +11,5 @@ pub mod pipeline;
 pub mod process;
 pub mod progress;
 pub mod reports_api;
+pub mod run_source;
 pub mod serve;

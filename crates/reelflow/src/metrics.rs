@@ -192,7 +192,11 @@ families! {
     task_attempts: Kind::Counter, "reelflow_task_attempts_total", "Task attempts finished, by outcome (success, failed, timeout, cancelled, lease_expired).";
     task_duration: Kind::Histogram(DURATION_BUCKETS), "reelflow_task_duration_seconds", "Duration of task attempts.";
     task_retries: Kind::Counter, "reelflow_task_retries_total", "Failed attempts that were scheduled for another try.";
-    dag_runs: Kind::Counter, "reelflow_dag_runs_total", "DAG runs that finished, by final state.";
+    dag_runs: Kind::Counter, "reelflow_dag_runs_total", "DAG runs that finished in this process, by final state (alert on the store's series below).";
+    runs_in_state: Kind::Gauge, "reelflow_dag_runs_in_state", "DAG runs by their current state, queued, running, success or failed (from the store).";
+    runs_failed_last_hour: Kind::Gauge, "reelflow_dag_runs_failed_last_hour", "DAG runs that are failed and ended within the last hour, by any process or operator (from the store).";
+    latest_run_state: Kind::Gauge, "reelflow_dag_latest_run_state", "1 for the state of the DAG's most recently changed run, 0 for the other states (from the store).";
+    task_instances_in_state: Kind::Gauge, "reelflow_task_instances_in_state", "Task instances of all runs by task and state, up_for_retry and queued included (from the store).";
     dag_run_duration: Kind::Histogram(DURATION_BUCKETS), "reelflow_dag_run_duration_seconds", "Duration of DAG runs from start to their final state.";
     last_success: Kind::Gauge, "reelflow_last_success_timestamp_seconds", "Unix time of the end of the DAG's last successful run (from the store).";
     running_tasks: Kind::Gauge, "reelflow_running_tasks", "Task attempts running in this process.";

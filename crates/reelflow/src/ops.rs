@@ -7,10 +7,52 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
 
+/// A row of `reelflow.operator_actions`: who did what, when.
+#[derive(Debug, Serialize)]
+pub struct ActionInfo {
+    pub id: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub origin: String,
+    pub action: String,
+    pub dag_id: Option<String>,
+    pub period: Option<String>,
+    pub run_id: Option<i64>,
+    pub task_id: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// The audit trail, newest first.
+pub async fn list_actions(pool: &PgPool, limit: i64) -> Result<Vec<ActionInfo>, RunError> {
+    let rows = sqlx::query(
+        "SELECT id, at, origin, action, dag_id, period, run_id, task_id, detail
+         FROM reelflow.operator_actions ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    use sqlx::Row;
+    Ok(rows
+        .iter()
+        .map(|r| ActionInfo {
+            id: r.get(0),
+            at: r.get(1),
+            origin: r.get(2),
+            action: r.get(3),
+            dag_id: r.get(4),
+            period: r.get(5),
+            run_id: r.get(6),
+            task_id: r.get(7),
+            detail: r.get(8),
+        })
+        .collect())
+}
+
 /// A run with its task instances and attempts.
 #[derive(Debug, Serialize)]
 pub struct RunDetail {
     pub run: RunInfo,
+    /// The source recorded with the run (`runs trigger --source`); null: the configured one.
+    pub source: Option<String>,
     pub tasks: Vec<TaskInstanceInfo>,
     pub attempts: Vec<AttemptInfo>,
 }
@@ -25,13 +67,63 @@ pub struct Triggered {
 pub async fn show_run(pool: &PgPool, run_id: i64) -> Result<RunDetail, RunError> {
     Ok(RunDetail {
         run: runs::get_run(pool, run_id).await?,
+        source: crate::run_source::run_source(pool, run_id)
+            .await?
+            .map(|s| reelflow_fetch::Source::parse(&s).map(|p| p.to_string()).unwrap_or(s)),
         tasks: runs::task_instances(pool, run_id).await?,
         attempts: runs::attempts(pool, run_id).await?,
     })
 }
 
-/// Creates the period's run (idempotent), or resets a finished one with `rerun`.
+/// Creates the period's run (idempotent), or resets a finished one with `rerun`. A period
+/// whose data interval has not ended is refused ([`check_period_ended`]).
 pub async fn trigger(
+    pool: &PgPool,
+    dag: &DagSpec,
+    period: Period,
+    rerun: bool,
+    kind: &str,
+    origin: &str,
+) -> anyhow::Result<Triggered> {
+    trigger_with_source(pool, dag, period, rerun, kind, origin, None).await
+}
+
+/// [`trigger`] with a source for this run only (`runs trigger --source`): recorded with the run
+/// (and in the audit trail), and what its fetch task fetches. None: the configured source.
+pub async fn trigger_with_source(
+    pool: &PgPool,
+    dag: &DagSpec,
+    period: Period,
+    rerun: bool,
+    kind: &str,
+    origin: &str,
+    source: Option<&str>,
+) -> anyhow::Result<Triggered> {
+    check_period_ended(period, chrono::Utc::now())?;
+    if let Some(s) = source {
+        reelflow_fetch::Source::parse(s).map_err(|e| Refused(format!("source: {e}")))?;
+    }
+    let t = create(pool, dag, period, rerun, kind, origin).await?;
+    if t.created {
+        crate::run_source::set_run_source(pool, t.run.id, source).await?;
+        if let Some(s) = source {
+            runs::record_action(
+                pool,
+                origin,
+                "set_source",
+                Some(&dag.id),
+                Some(&t.run.period),
+                Some(t.run.id),
+                Some("fetch"),
+                json!({"source": reelflow_fetch::Source::parse(s).map(|p| p.to_string()).unwrap_or_default()}),
+            )
+            .await?;
+        }
+    }
+    Ok(t)
+}
+
+async fn create(
     pool: &PgPool,
     dag: &DagSpec,
     period: Period,
@@ -57,27 +149,96 @@ pub async fn trigger(
     Ok(Triggered { run, created })
 }
 
-/// Triggers every period from `from` to `to` (inclusive) as backfill runs.
+/// Triggers every period from `from` to `to` (inclusive) as backfill runs, after
+/// [`backfill_plan`] accepted the range.
+#[allow(clippy::too_many_arguments)]
 pub async fn backfill(
     pool: &PgPool,
     dag: &DagSpec,
     from: Period,
     to: Period,
     rerun: bool,
+    yes: bool,
+    cfg: &OpsConfig,
     origin: &str,
-) -> Result<Vec<Triggered>, RunError> {
-    if from > to {
-        return Err(RunError::Conflict(format!(
-            "backfill range is empty: {from} is after {to}"
-        )));
-    }
+) -> anyhow::Result<Vec<Triggered>> {
+    backfill_plan(from, to, yes, cfg.max_backfill_runs, chrono::Utc::now())?;
     let mut out = Vec::new();
     let mut p = from;
     while p <= to {
-        out.push(trigger(pool, dag, p, rerun, "backfill", origin).await?);
+        out.push(create(pool, dag, p, rerun, "backfill", origin).await?);
         p = p.succ();
     }
     Ok(out)
+}
+
+/// Cancels a run that has not finished ([`runs::cancel_run`]): it ends `failed`, a running
+/// task's worker is fenced out and stops.
+pub async fn cancel(pool: &PgPool, dag: &DagSpec, run_id: i64, origin: &str) -> Result<runs::Cancelled, RunError> {
+    let c = runs::cancel_run(pool, dag, run_id).await?;
+    runs::record_action(
+        pool,
+        origin,
+        "cancel",
+        Some(&dag.id),
+        Some(&c.period),
+        Some(run_id),
+        None,
+        json!({"stopped": c.stopped, "not_run": c.not_run}),
+    )
+    .await?;
+    if let Some(end) = &c.run_end {
+        crate::metrics::METRICS
+            .dag_runs
+            .inc(&[("dag", &end.dag_id), ("state", end.state.as_str())]);
+    }
+    sweep(pool).await;
+    Ok(c)
+}
+
+/// Cancels every backfill run that is still queued (running ones are left: cancel them one by
+/// one). Returns what was cancelled.
+pub async fn cancel_backfill(pool: &PgPool, dag: &DagSpec, origin: &str) -> Result<Vec<runs::Cancelled>, RunError> {
+    let mut out = Vec::new();
+    for id in runs::queued_backfill_runs(pool, &dag.id).await? {
+        match cancel(pool, dag, id, origin).await {
+            Ok(c) => out.push(c),
+            // Started or finished meanwhile.
+            Err(RunError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The command that re-runs what failed: `tasks retry RUN TASK`, or for a clean that found the
+/// downloaded archive damaged, `tasks retry RUN fetch --downstream` (cleaning the same bytes
+/// again cannot help).
+pub fn retry_hint(run_id: i64, task: &str, error: Option<&str>) -> String {
+    if task == "clean" && error.is_some_and(|e| e.contains("fetch --downstream")) {
+        format!("reelflow tasks retry {run_id} fetch --downstream")
+    } else {
+        format!("reelflow tasks retry {run_id} {task}")
+    }
+}
+
+/// What happens to the snapshot of a retry that re-runs `load` but not `publish`: said by the
+/// CLI and the API with the cleared tasks.
+pub fn retry_note(cleared: &[String]) -> Option<String> {
+    let has = |t: &str| cleared.iter().any(|c| c == t);
+    (has("load") && !has("publish")).then(|| {
+        "load builds a new snapshot, but publish is not re-run (it already finished), so that \
+         snapshot will not be published and is dropped as an orphan; movies keeps what it shows. \
+         Use --downstream to publish it"
+            .to_string()
+    })
+}
+
+/// Drops snapshots that no run will publish any more (after a mark or a cancel); best effort.
+async fn sweep(pool: &PgPool) {
+    if let Err(e) = reelflow_load::sweep_orphans(pool).await {
+        tracing::warn!(error = %e, "could not drop orphaned snapshots now; a later sweep will");
+    }
 }
 
 pub async fn retry(
@@ -113,6 +274,20 @@ pub async fn mark(
     origin: &str,
 ) -> Result<(), RunError> {
     let run = runs::get_run(pool, run_id).await?;
+    if state == "success" && dag.downstream_of(task).len() > 1 {
+        // The tasks after it read its outputs: without them they could only fail.
+        let ti = runs::task_instances(pool, run_id)
+            .await?
+            .into_iter()
+            .find(|t| t.task_id == task);
+        if let Some(ti) = ti.filter(|t| t.outputs.is_none()) {
+            return Err(RunError::Conflict(format!(
+                "task {task} of run {run_id} has no outputs ({}: it never succeeded), and the tasks after it \
+                 read them; run it instead: `reelflow tasks retry {run_id} {task} --downstream`",
+                ti.state
+            )));
+        }
+    }
     runs::mark_task(pool, dag, run_id, task, state).await?;
     runs::record_action(
         pool,
@@ -125,20 +300,123 @@ pub async fn mark(
         json!({"state": state}),
     )
     .await?;
+    sweep(pool).await;
     Ok(())
 }
 
-pub async fn rollback(pool: &PgPool, origin: &str) -> anyhow::Result<reelflow_load::PublishOutput> {
-    let out = reelflow_load::rollback(pool).await?;
+/// Settings of the operator actions, from the configuration.
+#[derive(Debug, Clone)]
+pub struct OpsConfig {
+    pub keep_previous: usize,
+    pub keep_periods: usize,
+    /// A backfill creating more runs than this needs a confirmation.
+    pub max_backfill_runs: u32,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        let load = reelflow_load::LoadConfig::default();
+        OpsConfig {
+            keep_previous: load.keep_previous,
+            keep_periods: load.keep_periods,
+            max_backfill_runs: 36,
+        }
+    }
+}
+
+impl OpsConfig {
+    pub fn from_config(cfg: &crate::config::Config) -> OpsConfig {
+        OpsConfig {
+            keep_previous: cfg.load.keep_previous,
+            keep_periods: cfg.load.keep_periods,
+            max_backfill_runs: cfg.engine.max_backfill_runs,
+        }
+    }
+}
+
+/// A request that is refused as asked (HTTP 400): a period that has not ended, a backfill
+/// over the limit without confirmation.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The month (UTC) `now` is in: the first period whose data interval has not ended.
+pub fn current_period(now: chrono::DateTime<chrono::Utc>) -> Period {
+    use chrono::Datelike;
+    Period::new(now.year(), now.month()).expect("a valid month")
+}
+
+/// Refuses a period whose data interval (the month, in UTC) has not ended yet: its data is not
+/// complete, so a run would load a partial month or fail.
+pub fn check_period_ended(period: Period, now: chrono::DateTime<chrono::Utc>) -> Result<(), Refused> {
+    let current = current_period(now);
+    if period >= current {
+        let when = if period == current {
+            "has not ended yet"
+        } else {
+            "is in the future"
+        };
+        return Err(Refused(format!(
+            "period {period} {when}: its data interval ends on {}-01 00:00 UTC; the latest complete period is {}",
+            period.succ(),
+            current.pred()
+        )));
+    }
+    Ok(())
+}
+
+/// How many periods `from..=to` holds; refuses an empty range, periods that have not ended and,
+/// without `yes`, more than `max` runs.
+pub fn backfill_plan(
+    from: Period,
+    to: Period,
+    yes: bool,
+    max: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u32, Refused> {
+    if from > to {
+        return Err(Refused(format!("backfill range is empty: {from} is after {to}")));
+    }
+    check_period_ended(to, now)?;
+    let n = ((to.year() - from.year()) * 12 + to.month() as i32 - from.month() as i32 + 1) as u32;
+    if n > max && !yes {
+        return Err(Refused(format!(
+            "backfill {from}..{to} would create {n} runs, more than engine.max_backfill_runs ({max}); \
+             confirm with --yes (API: \"yes\": true)"
+        )));
+    }
+    Ok(n)
+}
+
+/// Publishes a kept snapshot again: the previous one (rollback), the one last rolled back away
+/// from (roll-forward) or a given one.
+pub async fn rollback(
+    pool: &PgPool,
+    target: reelflow_load::RollTarget,
+    cfg: &OpsConfig,
+    origin: &str,
+) -> anyhow::Result<reelflow_load::PublishOutput> {
+    let out = reelflow_load::roll(pool, target, cfg.keep_previous, cfg.keep_periods).await?;
+    let action = match target {
+        reelflow_load::RollTarget::Forward => "rollforward",
+        _ => "rollback",
+    };
     runs::record_action(
         pool,
         origin,
-        "rollback",
+        action,
         None,
         Some(&out.period),
         None,
         None,
-        json!({"snapshot_id": out.snapshot_id, "replaced": out.replaced}),
+        json!({"snapshot_id": out.snapshot_id, "replaced": out.replaced, "dropped": out.dropped}),
     )
     .await?;
     Ok(out)

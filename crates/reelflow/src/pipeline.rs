@@ -15,6 +15,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::engine::{Dag, Engine, EngineConfig};
+use crate::run_source::RunSourceFetch;
 
 /// The DAG `movies_monthly`, declared once: each task (its id is its stage's `ID`) with the
 /// tasks it depends on. The engine and the store assume nothing else about its shape.
@@ -22,8 +23,8 @@ use crate::engine::{Dag, Engine, EngineConfig};
 /// To add a task: implement [`Stage`] for it (its `Input` names the upstream outputs it reads),
 /// implement [`Node`] (how it is built from the configuration), and add one line here.
 fn declare(d: &mut impl Declare) {
-    d.task::<FetchTask>(&[]);
-    d.task::<CleanUnlessUnchanged>(&[FetchTask::ID]);
+    d.task::<RunSourceFetch>(&[]);
+    d.task::<CleanUnlessUnchanged>(&[RunSourceFetch::ID]);
     d.task::<LoadTask>(&[CleanUnlessUnchanged::ID]);
     d.task::<PublishTask>(&[LoadTask::ID]);
 }
@@ -88,11 +89,14 @@ pub fn tasks(cfg: &Config, pool: &PgPool) -> anyhow::Result<Vec<Arc<dyn Task>>> 
     code.tasks
 }
 
-impl Node for FetchTask {
-    fn build(cfg: &Config, _pool: &PgPool) -> anyhow::Result<Self> {
-        Ok(FetchTask {
-            source: reelflow_fetch::Source::parse(&cfg.source)?,
-            config: cfg.fetch.to_fetch_config(),
+impl Node for RunSourceFetch {
+    fn build(cfg: &Config, pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(RunSourceFetch {
+            fetch: FetchTask {
+                source: reelflow_fetch::Source::parse(&cfg.source)?,
+                config: cfg.fetch.to_fetch_config(),
+            },
+            pool: pool.clone(),
         })
     }
 }
@@ -303,7 +307,7 @@ impl RunReport {
                 let last = self.attempts.iter().rev().find(|a| a.task_id == t.task_id);
                 let retryable = last.and_then(|a| a.retryable).unwrap_or(false);
                 anyhow!(
-                    "run {} of {} for period {} failed: task {} failed after {} of {} tries ({}): {}. Fix the cause, then `reelflow tasks retry {} {}` or `reelflow run --period {}`.",
+                    "run {} of {} for period {} failed: task {} failed after {} of {} tries ({}): {}. Fix the cause, then `{}` or `reelflow run --period {}`.",
                     self.run.id,
                     self.run.dag_id,
                     self.run.period,
@@ -312,8 +316,7 @@ impl RunReport {
                     t.max_tries,
                     if retryable { "out of tries; retrying later may help" } else { "retrying will not help" },
                     t.last_error.as_deref().unwrap_or("no error recorded"),
-                    self.run.id,
-                    t.task_id,
+                    crate::ops::retry_hint(self.run.id, &t.task_id, t.last_error.as_deref()),
                     self.run.period
                 )
             }

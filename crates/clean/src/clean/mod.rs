@@ -352,7 +352,10 @@ pub(super) fn clean_into(
 
     let (first, second_result) = std::thread::scope(|s| {
         let (check, stop) = (&check, &stop);
+        // Lines of the second thread carry the caller's span (run, task, try) too.
+        let span = tracing::Span::current();
         let other = s.spawn(move || {
+            let _entered = span.enter();
             let r = clean_links_and_ratings(zip_path, limit, check, &mut second, pair_budget);
             if r.is_err() {
                 stop.store(true, Ordering::Relaxed);
