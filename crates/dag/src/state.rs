@@ -52,7 +52,8 @@ macro_rules! text_enum {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                // `pad`, so `{:<9}` in a table lines up.
+                f.pad(self.as_str())
             }
         }
 

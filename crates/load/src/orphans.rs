@@ -38,10 +38,13 @@ pub async fn sweep_orphans(pool: &PgPool) -> Result<Vec<i64>, LoadError> {
         if !free {
             continue;
         }
+        // Only if it is still `building`: the loader may have finished it between the listing
+        // and the lock (then it is `ready`, and the check below decides).
         let result = drop_one(
             &mut conn,
             id,
             &schema,
+            "building",
             "abandoned while building (cancelled or killed load)",
         )
         .await;
@@ -73,7 +76,7 @@ pub async fn sweep_orphans(pool: &PgPool) -> Result<Vec<i64>, LoadError> {
     .map_err(LoadError::db("listing ready snapshots"))?;
     for row in ready {
         let (id, schema): (i64, String) = (row.get(0), row.get(1));
-        if drop_one(&mut conn, id, &schema, "orphaned: no run will publish it").await? {
+        if drop_one(&mut conn, id, &schema, "ready", "orphaned: no run will publish it").await? {
             dropped.push(id);
         }
     }
@@ -84,9 +87,15 @@ pub async fn sweep_orphans(pool: &PgPool) -> Result<Vec<i64>, LoadError> {
     Ok(dropped)
 }
 
-/// Drops a snapshot's schema and records it, if it is still `building` or `ready` (checked
-/// under the bookkeeping lock, so a publish cannot take it meanwhile).
-async fn drop_one(conn: &mut sqlx::PgConnection, id: i64, schema: &str, why: &str) -> Result<bool, LoadError> {
+/// Drops a snapshot's schema and records it, if it is still in `state` (checked under the
+/// bookkeeping lock, so a publish cannot take it meanwhile).
+async fn drop_one(
+    conn: &mut sqlx::PgConnection,
+    id: i64,
+    schema: &str,
+    state: &str,
+    why: &str,
+) -> Result<bool, LoadError> {
     use sqlx::Connection;
     let mut tx = conn.begin().await.map_err(LoadError::db("starting a drop"))?;
     sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
@@ -95,10 +104,11 @@ async fn drop_one(conn: &mut sqlx::PgConnection, id: i64, schema: &str, why: &st
         .map_err(LoadError::db("locking snapshot bookkeeping"))?;
     let n = sqlx::query(
         "UPDATE reelflow.snapshots SET state = 'dropped', dropped_at = now(), error = coalesce(error, $2)
-         WHERE id = $1 AND state IN ('building', 'ready') AND dropped_at IS NULL",
+         WHERE id = $1 AND state = $3 AND dropped_at IS NULL",
     )
     .bind(id)
     .bind(why)
+    .bind(state)
     .execute(&mut *tx)
     .await
     .map_err(LoadError::db("recording a dropped snapshot"))?
