@@ -148,11 +148,16 @@ fn init_logging(json_default: bool, progress: Option<reelflow::progress::Latest>
         Ok("pretty") => false,
         _ => json_default,
     };
+    // Every mode also captures each task attempt's lines for the operators' page.
+    use reelflow::attempt_log::AttemptLogLayer;
     if json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter())
+        let lines = tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
+            .with_filter(filter());
+        tracing_subscriber::registry()
+            .with(lines)
+            .with(AttemptLogLayer::new().with_filter(filter()))
             .init();
     } else if let Some(latest) = progress {
         let lines = tracing_subscriber::fmt::layer()
@@ -160,12 +165,19 @@ fn init_logging(json_default: bool, progress: Option<reelflow::progress::Latest>
             .compact()
             .with_filter(EnvFilter::new("warn"));
         let bar = reelflow::progress::ProgressLayer(latest).with_filter(tracing_subscriber::filter::LevelFilter::INFO);
-        tracing_subscriber::registry().with(lines).with(bar).init();
+        tracing_subscriber::registry()
+            .with(lines)
+            .with(bar)
+            .with(AttemptLogLayer::new().with_filter(filter()))
+            .init();
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter())
+        let lines = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .compact()
+            .with_filter(filter());
+        tracing_subscriber::registry()
+            .with(lines)
+            .with(AttemptLogLayer::new().with_filter(filter()))
             .init();
     }
 }
