@@ -177,6 +177,9 @@ struct TriggerBody {
     period: String,
     #[serde(default)]
     rerun: bool,
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
 }
 
 async fn trigger(
@@ -184,11 +187,18 @@ async fn trigger(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     b: Result<Json<TriggerBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<ops::Triggered>), ApiError> {
+) -> Result<Response, ApiError> {
     let origin = authorize(&s, &headers, peer)?;
     let b = body(b)?;
     let p = period(&b.period, "period")?;
-    let out = ops::trigger(&s.pool, &s.dag, p, b.rerun, "manual", &origin).await?;
+    let action = ops::Action::Trigger {
+        period: p,
+        rerun: b.rerun,
+    };
+    if b.dry_run {
+        return Ok(Json(ops::preview(&s.pool, &s.dag, &action).await?).into_response());
+    }
+    let out = ops::with_note(b.note, ops::trigger(&s.pool, &s.dag, p, b.rerun, "manual", &origin)).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
@@ -199,7 +209,8 @@ async fn trigger(
             StatusCode::OK
         },
         Json(out),
-    ))
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -209,6 +220,9 @@ struct BackfillBody {
     to: String,
     #[serde(default)]
     rerun: bool,
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
 }
 
 async fn backfill(
@@ -223,7 +237,17 @@ async fn backfill(
     if from > to {
         return Err(ApiError::bad_request("from must not be after to"));
     }
-    let out = ops::backfill(&s.pool, &s.dag, from, to, b.rerun, &origin).await?;
+    if b.dry_run {
+        let action = ops::Action::Backfill {
+            from,
+            to,
+            rerun: b.rerun,
+        };
+        return Ok(Json(
+            serde_json::to_value(ops::preview(&s.pool, &s.dag, &action).await?).map_err(anyhow::Error::from)?,
+        ));
+    }
+    let out = ops::with_note(b.note, ops::backfill(&s.pool, &s.dag, from, to, b.rerun, &origin)).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
@@ -235,6 +259,9 @@ async fn backfill(
 struct RetryBody {
     #[serde(default)]
     downstream: bool,
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
 }
 
 async fn retry(
@@ -245,8 +272,19 @@ async fn retry(
     b: Option<Json<RetryBody>>,
 ) -> ApiResult<serde_json::Value> {
     let origin = authorize(&s, &headers, peer)?;
-    let downstream = b.map(|Json(b)| b.downstream).unwrap_or(false);
-    let cleared = ops::retry(&s.pool, &s.dag, id, &task, downstream, &origin).await?;
+    let b = b.map(|Json(b)| b).unwrap_or_default();
+    let downstream = b.downstream;
+    if b.dry_run {
+        let action = ops::Action::Retry {
+            run_id: id,
+            task,
+            downstream,
+        };
+        return Ok(Json(
+            serde_json::to_value(ops::preview(&s.pool, &s.dag, &action).await?).map_err(anyhow::Error::from)?,
+        ));
+    }
+    let cleared = ops::with_note(b.note, ops::retry(&s.pool, &s.dag, id, &task, downstream, &origin)).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
@@ -257,6 +295,9 @@ async fn retry(
 #[serde(deny_unknown_fields)]
 struct MarkBody {
     state: String,
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
 }
 
 async fn mark(
@@ -271,7 +312,17 @@ async fn mark(
     if b.state != "success" && b.state != "failed" {
         return Err(ApiError::bad_request("state: expected success or failed"));
     }
-    ops::mark(&s.pool, &s.dag, id, &task, &b.state, &origin).await?;
+    if b.dry_run {
+        let action = ops::Action::Mark {
+            run_id: id,
+            task,
+            state: b.state,
+        };
+        return Ok(Json(
+            serde_json::to_value(ops::preview(&s.pool, &s.dag, &action).await?).map_err(anyhow::Error::from)?,
+        ));
+    }
+    ops::with_note(b.note, ops::mark(&s.pool, &s.dag, id, &task, &b.state, &origin)).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
@@ -285,13 +336,26 @@ async fn snapshots(State(s): State<Arc<AppState>>) -> ApiResult<serde_json::Valu
     Ok(Json(json!({ "snapshots": snaps })))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
+}
+
 async fn rollback(
     State(s): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> ApiResult<reelflow_load::PublishOutput> {
+    b: Option<Json<RollbackBody>>,
+) -> Result<Response, ApiError> {
     let origin = authorize(&s, &headers, peer)?;
-    Ok(Json(ops::rollback(&s.pool, &origin).await?))
+    let b = b.map(|Json(b)| b).unwrap_or_default();
+    if b.dry_run {
+        return Ok(Json(ops::preview(&s.pool, &s.dag, &ops::Action::Rollback).await?).into_response());
+    }
+    Ok(Json(ops::with_note(b.note, ops::rollback(&s.pool, &origin)).await?).into_response())
 }
 
 async fn livez(State(s): State<Arc<AppState>>) -> Response {
@@ -427,7 +491,14 @@ async fn not_found() -> ApiError {
 
 /// The router; tests drive it over a real socket.
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with_ui(state, crate::ui::UiSettings::default())
+}
+
+/// The router with the operators' page (`crate::ui`) at `/`, set up by `ui`.
+pub fn router_with_ui(state: Arc<AppState>, ui: crate::ui::UiSettings) -> Router {
     Router::new()
+        .merge(crate::ui::routes(&state, ui))
+        .route("/api/v1/snapshots/{id}/rejects", get(crate::ui::snapshots::api_rejects))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod progress;
 pub mod reports_api;
 pub mod serve;
+pub mod ui;

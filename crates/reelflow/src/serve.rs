@@ -148,7 +148,8 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
         tokio::spawn(async move { engine.run(None, stop, grace).await })
     };
     let http = {
-        let app = api::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = api::router_with_ui(state.clone(), crate::ui::UiSettings::from_config(&cfg.ui))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
