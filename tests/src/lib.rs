@@ -5,3 +5,4 @@ pub mod fixture;
 pub mod http;
 pub mod pg;
 pub mod s3;
+pub mod webdriver;
