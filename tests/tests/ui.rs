@@ -790,3 +790,66 @@ async fn each_attempt_keeps_its_own_bounded_log_in_the_store() {
         "the store keeps only the window"
     );
 }
+
+#[tokio::test]
+async fn retrying_the_failed_tasks_and_rolling_back_from_the_page_go_through_ops() {
+    let db = TestDb::new().await;
+    let page = start(&db, Some(TOKEN), UiSettings::default()).await;
+    let run = trigger(&db, "2026-11").await;
+    reelflow::ops::mark(&db.pool, &dag(), run, "fetch", "failed", "test")
+        .await
+        .unwrap();
+    let cookie = page.login().await;
+    let origin = page.origin();
+    let h = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
+
+    let form = format!("action=retry_failed&run_id={run}");
+    let r = page.post("/ui/actions/preview", &h, &form).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for t in ["fetch", "clean", "load"] {
+        assert!(
+            r.body.contains(&format!(r#"<td class="task">{t}</td>"#)),
+            "{t}: {}",
+            r.body
+        );
+    }
+    assert_eq!(ti_states(&db, run).await[0].1, "failed", "a preview changes nothing");
+    let r = page
+        .post("/ui/actions/perform", &h, &format!("{form}&note=after+the+fix"))
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let states: Vec<String> = ti_states(&db, run).await.into_iter().map(|s| s.1).collect();
+    assert_eq!(states, ["queued", "none", "none"]);
+    let detail: serde_json::Value =
+        sqlx::query_scalar("SELECT detail FROM reelflow.operator_actions WHERE action = 'retry_failed'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(detail["cleared"], serde_json::json!(["fetch", "clean", "load"]));
+    assert_eq!(detail["note"], "after the fix");
+
+    // Rollback: the preview names the snapshot that comes back and the one that leaves.
+    let old = snapshot_with_rejects(&db, "retired", "reelflow_snap_old", 1).await;
+    let cur = snapshot_with_rejects(&db, "published", "reelflow_snap_cur", 1).await;
+    let r = page.post("/ui/actions/preview", &h, "action=rollback").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains(&format!("publish snapshot {old} (2026-11) again")),
+        "{}",
+        r.body
+    );
+    let r = page.post("/ui/actions/perform", &h, "action=rollback").await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/ui/snapshots"));
+    let states: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM reelflow.snapshots ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        states,
+        [(old, "published".to_string()), (cur, "rolled_back".to_string())]
+    );
+    // Nothing left to roll back to: the preview says so as a conflict.
+    let r = page.post("/ui/actions/preview", &h, "action=rollback").await;
+    assert_eq!(r.status, 409);
+}

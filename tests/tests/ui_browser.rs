@@ -96,8 +96,21 @@ async fn an_operator_finds_why_a_period_failed_retries_it_from_the_page_and_sees
     };
     let base = format!("http://{addr}");
 
-    // Two months fail at fetch: the source is not there.
+    let mut entries = fixture::entries();
+    for (name, data) in entries.iter_mut() {
+        if *name == "links.csv" {
+            data.extend_from_slice(format!("{HOSTILE_ROW}\r\n").as_bytes());
+        }
+    }
+    // An earlier month loads; then the source goes missing and two months fail at fetch.
     let spec = dag.spec.clone();
+    std::fs::write(&source, fixture::zip_bytes(&entries)).unwrap();
+    let ok = reelflow::ops::trigger(&db.pool, &spec, "2026-09".parse().unwrap(), false, "scheduled", "test")
+        .await
+        .unwrap();
+    engine.wake();
+    wait_run(&db, ok.run.id, "success").await;
+    std::fs::remove_file(&source).unwrap();
     let mut runs = Vec::new();
     for p in ["2026-10", "2026-11"] {
         let t = reelflow::ops::trigger(&db.pool, &spec, p.parse().unwrap(), false, "manual", "test")
@@ -143,12 +156,6 @@ async fn an_operator_finds_why_a_period_failed_retries_it_from_the_page_and_sees
     browser.wait_for("#retry-form", 10).await;
 
     // Fix the source, then retry fetch with downstream: the preview lists every task first.
-    let mut entries = fixture::entries();
-    for (name, data) in entries.iter_mut() {
-        if *name == "links.csv" {
-            data.extend_from_slice(format!("{HOSTILE_ROW}\r\n").as_bytes());
-        }
-    }
     std::fs::write(&source, fixture::zip_bytes(&entries)).unwrap();
     browser.click_on("#retry-downstream").await;
     browser.click_on("#retry-preview").await;
@@ -237,7 +244,7 @@ async fn an_operator_finds_why_a_period_failed_retries_it_from_the_page_and_sees
 
     // The README's screenshot of the grid.
     if let Ok(path) = std::env::var("REELFLOW_SCREENSHOT") {
-        browser.set_window(1100, 560).await;
+        browser.set_window(1360, 760).await;
         browser.goto(&format!("{base}/ui/runs/{run}/tasks/fetch")).await;
         browser.wait_for("#task-panel", 10).await;
         let png = browser.screenshot().await;

@@ -92,6 +92,12 @@ fn actions_list(list: &[Action]) -> Markup {
     }
 }
 
+/// A time of day for tables (the full time is the cell's title).
+fn hms(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "—".into())
+}
+
 async fn respond(s: &AppState, ui: &Ui, sess: &Session, q: &PanelQuery, src: String, panel: Markup) -> UiResult {
     if q.fragment.is_some() {
         Ok(page(panel))
@@ -280,8 +286,8 @@ pub async fn task_panel(
                             tr.current[shown.map(|x| x.id) == Some(a.id)] {
                                 td { "#" (a.try_number) @if a.generation > 1 { " (gen " (a.generation) ")" } }
                                 td { (a.worker) }
-                                td { (ts(Some(a.started_at))) }
-                                td { (ts(a.ended_at)) }
+                                td title=(ts(Some(a.started_at))) { (hms(Some(a.started_at))) }
+                                td title=(ts(a.ended_at)) { (hms(a.ended_at)) }
                                 td { span class={ "outcome o-" (a.outcome.chars().filter(|c| c.is_ascii_lowercase() || *c == '_').collect::<String>()) } { (a.outcome.replace('_', " ")) } }
                                 td.err { (a.error.clone().unwrap_or_default()) }
                                 td { a data-panel href={ (base) "?attempt=" (a.id) } { "show" } " · " a href={ "/ui/attempts/" (a.id) "/log.txt" } download { "download" } }
