@@ -337,6 +337,41 @@ async fn actions_need_a_session_from_the_token_and_a_same_origin_request() {
         assert!(set.contains(part), "{set}");
     }
     assert!(!set.contains(TOKEN));
+    for next in [
+        "%2F%09%2Fevil.example",
+        "%2F%5Cevil.example",
+        "https%3A%2F%2Fevil.example",
+        "%2Fui%2Fruns%2F1%0Ax",
+    ] {
+        let r = page
+            .post(
+                "/ui/login",
+                &[("Origin", &origin)],
+                &format!("token={TOKEN}&next={next}"),
+            )
+            .await;
+        assert_eq!((r.status, r.header("location")), (303, Some("/")), "{next}");
+    }
+    let r = page
+        .post(
+            "/ui/login",
+            &[("Origin", &origin)],
+            &format!("token={TOKEN}&next=%2Fui%2Fsnapshots"),
+        )
+        .await;
+    assert_eq!(r.header("location"), Some("/ui/snapshots"));
+    // Behind a proxy that rewrites Host, the forwarded host is this site too.
+    let r = page
+        .post(
+            "/ui/login",
+            &[
+                ("Origin", "https://reelflow.example"),
+                ("X-Forwarded-Host", "reelflow.example"),
+            ],
+            &format!("token={TOKEN}"),
+        )
+        .await;
+    assert_eq!(r.status, 303);
     let cookie = page.login().await;
     assert!(!page.login().await.is_empty());
 

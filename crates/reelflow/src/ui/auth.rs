@@ -82,8 +82,9 @@ pub fn is_https(headers: &HeaderMap) -> bool {
 }
 
 /// A state-changing request must come from this site: `Sec-Fetch-Site: same-origin` when the
-/// browser sends it, and an `Origin` whose host is the request's `Host`. A request with
-/// neither header is refused (browsers send at least one on a POST).
+/// browser sends it, and an `Origin` whose host is the request's `Host` (or the
+/// `X-Forwarded-Host` a reverse proxy set). A request with neither header is refused (browsers
+/// send at least one on a POST).
 pub fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     if let Some(site) = get("sec-fetch-site") {
@@ -97,7 +98,8 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
                 .strip_prefix("http://")
                 .or_else(|| origin.strip_prefix("https://"))
                 .unwrap_or("");
-            if stripped.eq_ignore_ascii_case(host) {
+            let forwarded = get("x-forwarded-host").and_then(|h| h.split(',').next()).map(str::trim);
+            if stripped.eq_ignore_ascii_case(host) || forwarded.is_some_and(|f| stripped.eq_ignore_ascii_case(f)) {
                 Ok(())
             } else {
                 Err("cross-origin request refused (Origin does not match Host)")

@@ -262,8 +262,10 @@ async fn guard(State(ui): State<Arc<Ui>>, mut req: Request, next: Next) -> Respo
     resp
 }
 
+/// A local path to go back to after logging in; anything else (another site, `//host`, a
+/// backslash, spaces or control characters that browsers strip) becomes `/`.
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    if next.starts_with('/') && !next.starts_with("//") && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
         next
     } else {
         "/"

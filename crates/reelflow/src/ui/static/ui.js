@@ -18,7 +18,8 @@
   function refreshPanel() {
     var p = panel();
     var src = p && p.getAttribute('data-src');
-    if (!src) { return; }
+    // Never throw away what the operator is choosing in the panel's forms.
+    if (!src || p.getAttribute('data-dirty') === '1') { return; }
     fetch(withFragment(src), { credentials: 'same-origin' }).then(function (r) {
       if (r.ok) { return r.text().then(function (t) { p.innerHTML = t; }); }
     }).catch(function () {});
@@ -52,6 +53,7 @@
       return r.text().then(function (t) {
         p.innerHTML = t;
         p.setAttribute('data-src', href);
+        p.removeAttribute('data-dirty');
         if (window.history && window.history.pushState) { window.history.pushState({ panel: href }, '', href); }
       });
     }).catch(function () { window.location.href = href; });
@@ -62,6 +64,10 @@
     if (!a || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) { return; }
     e.preventDefault();
     openPanel(a.getAttribute('href'));
+  });
+  document.addEventListener('change', function (e) {
+    var p = panel();
+    if (p && e.target && p.contains(e.target)) { p.setAttribute('data-dirty', '1'); }
   });
   window.addEventListener('popstate', function () { window.location.reload(); });
   document.addEventListener('visibilitychange', function () {
