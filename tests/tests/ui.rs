@@ -142,6 +142,38 @@ async fn the_grid_shows_state_by_glyph_and_text_and_answers_304_until_something_
     assert_eq!(changed.status, 200);
     assert_ne!(changed.header("etag").unwrap(), tag);
 
+    // Nothing inline for the CSP to block; the script and the stylesheet are served.
+    assert!(
+        !r.body.contains("style=") && !r.body.contains("onclick") && !r.body.contains("onload"),
+        "no inline style or handler"
+    );
+    let js = page.get("/ui/static/ui.js", &[]).await;
+    assert_eq!(js.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert!(js.body.contains("visibilityState") && js.body.contains("If-None-Match"));
+    let css = page.get("/ui/static/ui.css", &[]).await;
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    let again = page
+        .get("/ui/static/ui.css", &[("If-None-Match", css.header("etag").unwrap())])
+        .await;
+    assert_eq!(again.status, 304);
+    assert_eq!(page.get("/ui/static/other.js", &[]).await.status, 404);
+
+    // Once no run is queued or running, the fragment tells the script to stop polling.
+    for p in ["2026-09", "2026-10"] {
+        let id = reelflow_store::runs::find_run(&db.pool, "movies_monthly", p)
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        for t in ["fetch", "clean", "load"] {
+            reelflow::ops::mark(&db.pool, &dag(), id, t, "success", "test")
+                .await
+                .unwrap();
+        }
+    }
+    let idle = page.get("/ui/grid", &[]).await;
+    assert!(idle.body.contains(r#"data-active="0""#), "{}", idle.body);
+
     // Filters.
     let f = page.get("/ui/grid?state=failed", &[]).await;
     assert!(!f.body.contains("2026-09") && !f.body.contains("2026-10"), "{}", f.body);
