@@ -11,7 +11,8 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -32,6 +33,9 @@ pub const MAX_LINE: usize = 16 * 1024;
 pub const FLUSH_LINES: usize = 500;
 /// ...or this long after the last write.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(700);
+/// Lines waiting for the writer; past this (a very slow database) new lines are dropped and
+/// counted as cut.
+pub const QUEUE: usize = 20_000;
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -56,7 +60,8 @@ pub fn init_capture_only() {
 
 /// Stored in the attempt span's extensions; dropping it (span close) ends the writer.
 struct Capture {
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::Sender<String>,
+    dropped: Arc<AtomicI64>,
 }
 
 /// Starts capturing the events of `span` into the log of `attempt_id`. A no-op unless an
@@ -72,9 +77,10 @@ pub fn attach(span: &tracing::Span, pool: &PgPool, attempt_id: i64) {
         let Some(data) = registry.span(id) else {
             return;
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool.clone(), attempt_id, rx));
-        data.extensions_mut().insert(Capture { tx });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let dropped = Arc::new(AtomicI64::new(0));
+        tokio::spawn(writer(pool.clone(), attempt_id, rx, dropped.clone()));
+        data.extensions_mut().insert(Capture { tx, dropped });
     });
 }
 
@@ -88,7 +94,9 @@ where
         };
         for span in scope {
             if let Some(c) = span.extensions().get::<Capture>() {
-                let _ = c.tx.send(format_line(event));
+                if c.tx.try_send(format_line(event)).is_err() {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
         }
@@ -151,6 +159,7 @@ struct Window {
     bytes: usize,
     cut: i64,
     pending: Vec<(i64, String)>,
+    dropped: Arc<AtomicI64>,
 }
 
 impl Window {
@@ -172,6 +181,10 @@ impl Window {
 
 async fn flush(pool: &PgPool, attempt_id: i64, w: &mut Window, finished: bool) -> Result<(), sqlx::Error> {
     let first = w.first_kept();
+    // Lines the queue dropped count as cut (and as logged).
+    let lost = w.dropped.swap(0, Ordering::Relaxed);
+    w.cut += lost;
+    w.seq += lost;
     w.pending.retain(|(s, _)| *s >= first);
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -208,13 +221,14 @@ async fn flush(pool: &PgPool, attempt_id: i64, w: &mut Window, finished: bool) -
     Ok(())
 }
 
-async fn writer(pool: PgPool, attempt_id: i64, mut rx: mpsc::UnboundedReceiver<String>) {
+async fn writer(pool: PgPool, attempt_id: i64, mut rx: mpsc::Receiver<String>, dropped: Arc<AtomicI64>) {
     let mut w = Window {
         seq: 0,
         kept: VecDeque::new(),
         bytes: 0,
         cut: 0,
         pending: Vec::new(),
+        dropped,
     };
     let mut last = Instant::now();
     loop {
@@ -325,6 +339,7 @@ mod tests {
             bytes: 0,
             cut: 0,
             pending: Vec::new(),
+            dropped: Arc::default(),
         };
         for i in 0..(MAX_LINES + 10) {
             w.push(format!("line {i}"));
