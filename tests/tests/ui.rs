@@ -585,6 +585,31 @@ async fn the_json_api_dry_run_previews_without_changing_anything_and_records_not
             .await
             .unwrap();
     assert_eq!(note, "source fixed upstream");
+
+    // Marking a running task says that its try will be superseded; retrying it is refused.
+    sqlx::query("UPDATE reelflow.task_instances SET state = 'running' WHERE run_id = $1 AND task_id = 'fetch'")
+        .bind(run)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let r = request(
+        page.addr,
+        "POST",
+        &format!("/api/v1/runs/{run}/tasks/fetch/mark"),
+        &[auth],
+        Some(r#"{"state":"failed","dry_run":true}"#),
+    )
+    .await;
+    assert_eq!(r.json()["changes"][0]["to"], "failed (the running try is superseded)");
+    let r = request(
+        page.addr,
+        "POST",
+        &format!("/api/v1/runs/{run}/tasks/fetch/retry"),
+        &[auth],
+        Some(r#"{"dry_run":true}"#),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
 }
 
 async fn snapshot_with_rejects(db: &TestDb, state: &str, schema: &str, rows: usize) -> i64 {

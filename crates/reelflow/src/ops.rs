@@ -306,7 +306,13 @@ pub async fn preview(pool: &PgPool, dag: &DagSpec, action: &Action) -> Result<Pr
                 )));
             }
             let tis = runs::task_instances(pool, *run_id).await?;
-            let mut changes = vec![ti_change(&run, task, &state_of(&tis, task), state)];
+            let now = state_of(&tis, task);
+            let to = if now == "running" {
+                format!("{state} (the running try is superseded)")
+            } else {
+                state.clone()
+            };
+            let mut changes = vec![ti_change(&run, task, &now, &to)];
             for t in dag.downstream_of(task).into_iter().skip(1) {
                 let st = state_of(&tis, t);
                 if st == "upstream_failed" || (st == "queued" && state == "failed") {
