@@ -109,6 +109,8 @@ pub struct Browser {
     driver: tokio::process::Child,
     addr: SocketAddr,
     session: String,
+    /// Chromium's own process: chromedriver does not end it when the driver is killed.
+    browser_pid: Option<u32>,
     _profile: tempfile::TempDir,
 }
 
@@ -155,11 +157,14 @@ impl Browser {
         }}});
         let r = request(addr, "POST", "/session", &[], Some(&caps.to_string())).await;
         assert_eq!(r.status, 200, "new session: {}", r.body);
-        let session = r.json()["value"]["sessionId"].as_str().expect("session id").to_string();
+        let v = r.json();
+        let session = v["value"]["sessionId"].as_str().expect("session id").to_string();
+        let browser_pid = v["value"]["capabilities"]["goog:processID"].as_u64().map(|p| p as u32);
         Browser {
             driver: child,
             addr,
             session,
+            browser_pid,
             _profile: profile,
         }
     }
@@ -287,6 +292,16 @@ impl Browser {
     pub async fn quit(mut self) {
         let url = format!("/session/{}", self.session);
         let _ = request(self.addr, "DELETE", &url, &[], None).await;
+        self.browser_pid = None;
         let _ = self.driver.kill().await;
+    }
+}
+
+impl Drop for Browser {
+    /// A test that panics never reaches `quit`: end the browser it started, by its process id.
+    fn drop(&mut self) {
+        if let Some(pid) = self.browser_pid.take() {
+            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        }
     }
 }
