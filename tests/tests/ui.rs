@@ -730,8 +730,17 @@ async fn rejected_rows_are_paged_over_json_and_shown_escaped() {
         "{}",
         r.body
     );
+    sqlx::query("CREATE TABLE movies.company_yearly AS SELECT g AS year FROM generate_series(1, 3) g")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let r = page.get("/ui/snapshots", &[]).await;
     assert!(r.body.contains("links.csv · bad_id: 2"), "{}", r.body);
+    assert!(
+        r.body.contains("<li>company_yearly: 3</li>"),
+        "report row counts: {}",
+        r.body
+    );
     assert!(r
         .body
         .contains(&format!("/ui/snapshots/{id}/rejects?file=links.csv&amp;reason=bad_id")));

@@ -219,6 +219,35 @@ struct Snap {
     published_at: Option<chrono::DateTime<chrono::Utc>>,
     error: Option<String>,
     bytes: Option<i64>,
+    schema: Option<String>,
+    reports: Vec<(String, i64)>,
+}
+
+/// Row counts of the report tables of a kept snapshot (those that exist in its schema).
+async fn report_counts(pool: &PgPool, schema: &str) -> Vec<(String, i64)> {
+    let names: Vec<&str> = reelflow_load::REPORTS.iter().map(|r| r.name).collect();
+    let present: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname = ANY($2)",
+    )
+    .bind(schema)
+    .bind(&names)
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    let mut out = Vec::new();
+    for name in names.iter().filter(|n| present.iter().any(|p| p == *n)) {
+        // Names come from the report catalog only; the schema from the bookkeeping table.
+        let sql = format!("SELECT count(*) FROM \"{}\".\"{name}\"", schema.replace('"', "\"\""));
+        // A publish may rename the schema meanwhile: that count is just left out.
+        if let Ok(n) = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await
+        {
+            out.push((name.to_string(), n));
+        }
+    }
+    out
 }
 
 async fn list(pool: &PgPool, dag_id: &str) -> Result<Vec<Snap>, sqlx::Error> {
@@ -230,6 +259,9 @@ async fn list(pool: &PgPool, dag_id: &str) -> Result<Vec<Snap>, sqlx::Error> {
                      JOIN pg_namespace n ON n.oid = c.relnamespace
                      WHERE c.relkind = 'r'
                        AND n.nspname = CASE WHEN s.state = 'published' THEN 'movies' ELSE s.schema_name END)
+                END,
+                CASE WHEN s.state IN ('published', 'ready', 'retired', 'rolled_back') THEN
+                    CASE WHEN s.state = 'published' THEN 'movies' ELSE s.schema_name END
                 END
          FROM reelflow.snapshots s WHERE s.dag_id = $1 ORDER BY s.id DESC LIMIT 200",
     )
@@ -251,6 +283,8 @@ async fn list(pool: &PgPool, dag_id: &str) -> Result<Vec<Snap>, sqlx::Error> {
             published_at: r.get(9),
             error: r.get(10),
             bytes: r.get(11),
+            schema: r.get(12),
+            reports: vec![],
         })
         .collect())
 }
@@ -288,7 +322,12 @@ fn reject_counts(v: &Option<serde_json::Value>) -> Vec<(String, String, i64)> {
 }
 
 pub async fn page_html(s: &AppState, sess: &Session) -> Result<Markup, UiError> {
-    let snaps = list(&s.pool, &s.dag.id).await?;
+    let mut snaps = list(&s.pool, &s.dag.id).await?;
+    for sn in snaps.iter_mut() {
+        if let Some(schema) = &sn.schema {
+            sn.reports = report_counts(&s.pool, schema).await;
+        }
+    }
     Ok(layout(
         "Snapshots",
         sess,
@@ -301,7 +340,7 @@ pub async fn page_html(s: &AppState, sess: &Session) -> Result<Markup, UiError> 
                 }
             }
             table.snaps {
-                thead { tr { th { "id" } th { "period" } th { "state" } th { "run" } th { "size" } th { "rows" } th { "rejects" } th { "created" } th { "published" } } }
+                thead { tr { th { "id" } th { "period" } th { "state" } th { "run" } th { "size" } th { "rows" } th { "rejects" } th { "report rows" } th { "created" } th { "published" } } }
                 tbody {
                     @for sn in &snaps {
                         tr id={ "snap-" (sn.id) } class={ "snap s-" (sn.state.chars().filter(|c| c.is_ascii_lowercase() || *c == '_').collect::<String>()) } {
@@ -329,6 +368,13 @@ pub async fn page_html(s: &AppState, sess: &Session) -> Result<Markup, UiError> 
                                         ul.plain { @for (f, r, n) in &rj {
                                             li { a href={ "/ui/snapshots/" (sn.id) "/rejects?file=" (enc(f)) "&reason=" (enc(r)) } { (f) " · " (r) ": " (n) } }
                                         } }
+                                    }
+                                }
+                            }
+                            td {
+                                @if !sn.reports.is_empty() {
+                                    details { summary { (sn.reports.iter().map(|r| r.1).sum::<i64>()) }
+                                        ul.plain { @for (name, n) in &sn.reports { li { (name) ": " (n) } } }
                                     }
                                 }
                             }
