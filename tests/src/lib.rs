@@ -6,3 +6,4 @@ pub mod http;
 pub mod pg;
 pub mod s3;
 pub mod tcp;
+pub mod webdriver;

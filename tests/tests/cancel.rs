@@ -39,12 +39,6 @@ impl Task for Slow {
             }
         })
     }
-    fn measures(&self, _output: &serde_json::Value) -> Vec<reelflow_dag::Measure> {
-        vec![]
-    }
-    fn summary(&self, _output: &serde_json::Value) -> Vec<String> {
-        vec![]
-    }
 }
 
 fn spec() -> DagSpec {

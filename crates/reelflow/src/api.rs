@@ -190,6 +190,9 @@ struct TriggerBody {
     rerun: bool,
     /// A source for this run only.
     source: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
 }
 
 async fn trigger(
@@ -197,11 +200,22 @@ async fn trigger(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     b: Result<Json<TriggerBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<ops::Triggered>), ApiError> {
+) -> Result<Response, ApiError> {
     let origin = authorize(&s, &headers, peer)?;
     let b = body(b)?;
     let p = period(&b.period, "period")?;
-    let out = ops::trigger_with_source(&s.pool, &s.dag, p, b.rerun, "manual", &origin, b.source.as_deref()).await?;
+    let action = ops::Action::Trigger {
+        period: p,
+        rerun: b.rerun,
+    };
+    if b.dry_run {
+        return Ok(Json(ops::preview(&s.pool, &s.dag, &action).await?).into_response());
+    }
+    let out = ops::with_note(
+        b.note,
+        ops::trigger_with_source(&s.pool, &s.dag, p, b.rerun, "manual", &origin, b.source.as_deref()),
+    )
+    .await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
@@ -212,7 +226,8 @@ async fn trigger(
             StatusCode::OK
         },
         Json(out),
-    ))
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -225,6 +240,9 @@ struct BackfillBody {
     /// Confirms a backfill of more than `engine.max_backfill_runs` runs.
     #[serde(default)]
     yes: bool,
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
 }
 
 async fn backfill(
@@ -239,7 +257,21 @@ async fn backfill(
     if from > to {
         return Err(ApiError::bad_request("from must not be after to"));
     }
-    let out = ops::backfill(&s.pool, &s.dag, from, to, b.rerun, b.yes, &s.ops, &origin).await?;
+    if b.dry_run {
+        let action = ops::Action::Backfill {
+            from,
+            to,
+            rerun: b.rerun,
+        };
+        return Ok(Json(
+            serde_json::to_value(ops::preview(&s.pool, &s.dag, &action).await?).map_err(anyhow::Error::from)?,
+        ));
+    }
+    let out = ops::with_note(
+        b.note,
+        ops::backfill(&s.pool, &s.dag, from, to, b.rerun, b.yes, &s.ops, &origin),
+    )
+    .await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
@@ -272,6 +304,9 @@ async fn cancel_backfill(
 struct RetryBody {
     #[serde(default)]
     downstream: bool,
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
 }
 
 async fn retry(
@@ -282,8 +317,19 @@ async fn retry(
     b: Option<Json<RetryBody>>,
 ) -> ApiResult<serde_json::Value> {
     let origin = authorize(&s, &headers, peer)?;
-    let downstream = b.map(|Json(b)| b.downstream).unwrap_or(false);
-    let cleared = ops::retry(&s.pool, &s.dag, id, &task, downstream, &origin).await?;
+    let b = b.map(|Json(b)| b).unwrap_or_default();
+    let downstream = b.downstream;
+    if b.dry_run {
+        let action = ops::Action::Retry {
+            run_id: id,
+            task,
+            downstream,
+        };
+        return Ok(Json(
+            serde_json::to_value(ops::preview(&s.pool, &s.dag, &action).await?).map_err(anyhow::Error::from)?,
+        ));
+    }
+    let cleared = ops::with_note(b.note, ops::retry(&s.pool, &s.dag, id, &task, downstream, &origin)).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
@@ -295,6 +341,9 @@ async fn retry(
 #[serde(deny_unknown_fields)]
 struct MarkBody {
     state: String,
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
 }
 
 async fn mark(
@@ -312,7 +361,17 @@ async fn mark(
     ) {
         return Err(ApiError::bad_request("state: expected success or failed"));
     }
-    ops::mark(&s.pool, &s.dag, id, &task, &b.state, &origin).await?;
+    if b.dry_run {
+        let action = ops::Action::Mark {
+            run_id: id,
+            task,
+            state: b.state,
+        };
+        return Ok(Json(
+            serde_json::to_value(ops::preview(&s.pool, &s.dag, &action).await?).map_err(anyhow::Error::from)?,
+        ));
+    }
+    ops::with_note(b.note, ops::mark(&s.pool, &s.dag, id, &task, &b.state, &origin)).await?;
     if let Some(e) = &s.engine {
         e.wake();
     }
@@ -331,6 +390,9 @@ async fn snapshots(State(s): State<Arc<AppState>>) -> ApiResult<serde_json::Valu
 struct RollbackBody {
     /// Publish this kept snapshot instead of the previous one.
     to: Option<i64>,
+    #[serde(default)]
+    dry_run: bool,
+    note: Option<String>,
 }
 
 async fn rollback(
@@ -338,13 +400,22 @@ async fn rollback(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     b: Option<Json<RollbackBody>>,
-) -> ApiResult<reelflow_load::PublishOutput> {
+) -> Result<Response, ApiError> {
     let origin = authorize(&s, &headers, peer)?;
-    let target = match b.and_then(|Json(b)| b.to) {
+    let b = b.map(|Json(b)| b).unwrap_or_default();
+    let target = match b.to {
         Some(id) => reelflow_load::RollTarget::Id(id),
         None => reelflow_load::RollTarget::Previous,
     };
-    Ok(Json(ops::rollback(&s.pool, target, &s.ops, &origin).await?))
+    if b.dry_run && b.to.is_none() {
+        return Ok(Json(ops::preview(&s.pool, &s.dag, &ops::Action::Rollback).await?).into_response());
+    }
+    if b.dry_run {
+        return Err(ApiError::bad_request(
+            "dry_run: only a rollback to the previous snapshot (no \"to\") has a preview",
+        ));
+    }
+    Ok(Json(ops::with_note(b.note, ops::rollback(&s.pool, target, &s.ops, &origin)).await?).into_response())
 }
 
 async fn rollforward(
@@ -594,7 +665,14 @@ async fn actions(
 
 /// The router; tests drive it over a real socket.
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with_ui(state, crate::ui::UiSettings::default())
+}
+
+/// The router with the operators' page (`crate::ui`) at `/`, set up by `ui`.
+pub fn router_with_ui(state: Arc<AppState>, ui: crate::ui::UiSettings) -> Router {
     Router::new()
+        .merge(crate::ui::routes(&state, ui))
+        .route("/api/v1/snapshots/{id}/rejects", get(crate::ui::snapshots::api_rejects))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

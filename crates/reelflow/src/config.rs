@@ -24,6 +24,16 @@ pub struct Config {
     pub tasks: std::collections::BTreeMap<String, reelflow_dag::RetryPolicy>,
     pub schedule: ScheduleSection,
     pub engine: EngineSection,
+    pub ui: UiSection,
+}
+
+/// The operators' page (`/` of the serve port).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    pub require_token_to_read: bool,
+    pub session_minutes: u64,
+    pub grid_runs: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

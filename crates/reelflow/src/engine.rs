@@ -260,7 +260,8 @@ impl Engine {
         while let Some(claimed) = next.take() {
             let (run_id, dag_id) = (claimed.run_id, claimed.dag_id.clone());
             let span = tracing::info_span!("task", run_id = claimed.run_id, dag = %claimed.dag_id, period = %claimed.period,
-                task = %claimed.task_id, try_number = claimed.try_number);
+                task = %claimed.task_id, try_number = claimed.try_number, attempt_id = claimed.attempt_id);
+            crate::attempt_log::attach(&span, &self.pool, claimed.attempt_id);
             let succeeded = self.execute_inner(claimed, shutdown.clone()).instrument(span).await;
             if !succeeded || self.stopping.load(Ordering::Relaxed) || shutdown.is_cancelled() {
                 break;

@@ -2,6 +2,7 @@
 //! operator actions and the HTTP API, so the binary stays thin and tests drive the same code.
 
 pub mod api;
+pub mod attempt_log;
 pub mod config;
 pub mod db;
 pub mod engine;
@@ -13,3 +14,4 @@ pub mod progress;
 pub mod reports_api;
 pub mod run_source;
 pub mod serve;
+pub mod ui;

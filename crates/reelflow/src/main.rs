@@ -212,11 +212,16 @@ fn init_logging(json_default: bool, progress: Option<reelflow::progress::Latest>
     };
     // Colour only for a terminal: not in files and pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Every mode also captures each task attempt's lines for the operators' page.
+    use reelflow::attempt_log::AttemptLogLayer;
     if json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter())
+        let lines = tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
+            .with_filter(filter());
+        tracing_subscriber::registry()
+            .with(lines)
+            .with(AttemptLogLayer::new().with_filter(filter()))
             .init();
     } else if let Some(latest) = progress {
         let lines = tracing_subscriber::fmt::layer()
@@ -225,13 +230,20 @@ fn init_logging(json_default: bool, progress: Option<reelflow::progress::Latest>
             .compact()
             .with_filter(EnvFilter::new("warn"));
         let bar = reelflow::progress::ProgressLayer(latest).with_filter(tracing_subscriber::filter::LevelFilter::INFO);
-        tracing_subscriber::registry().with(lines).with(bar).init();
+        tracing_subscriber::registry()
+            .with(lines)
+            .with(bar)
+            .with(AttemptLogLayer::new().with_filter(filter()))
+            .init();
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter())
+        let lines = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(ansi)
             .compact()
+            .with_filter(filter());
+        tracing_subscriber::registry()
+            .with(lines)
+            .with(AttemptLogLayer::new().with_filter(filter()))
             .init();
     }
 }

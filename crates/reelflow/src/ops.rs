@@ -1,7 +1,7 @@
 //! Operator actions shared by the CLI and the HTTP API, so both do exactly the same thing and
 //! every mutating action is recorded with its time and origin.
 
-use reelflow_dag::{DagSpec, Period};
+use reelflow_dag::{DagSpec, Period, TaskState};
 use reelflow_store::runs::{self, AttemptInfo, RunError, RunInfo, TaskInstanceInfo};
 use serde::Serialize;
 use serde_json::json;
@@ -142,7 +142,7 @@ async fn create(
             Some(&run.period),
             Some(run.id),
             None,
-            json!({"trigger": kind}),
+            noted(json!({"trigger": kind})),
         )
         .await?;
     }
@@ -184,7 +184,7 @@ pub async fn cancel(pool: &PgPool, dag: &DagSpec, run_id: i64, origin: &str) -> 
         Some(&c.period),
         Some(run_id),
         None,
-        json!({"stopped": c.stopped, "not_run": c.not_run}),
+        noted(json!({"stopped": c.stopped, "not_run": c.not_run})),
     )
     .await?;
     if let Some(end) = &c.run_end {
@@ -259,7 +259,7 @@ pub async fn retry(
         Some(&run.period),
         Some(run_id),
         Some(task),
-        json!({"downstream": downstream, "cleared": cleared}),
+        noted(json!({"downstream": downstream, "cleared": cleared})),
     )
     .await?;
     Ok(cleared)
@@ -297,7 +297,7 @@ pub async fn mark(
         Some(&run.period),
         Some(run_id),
         Some(task),
-        json!({"state": state}),
+        noted(json!({"state": state})),
     )
     .await?;
     sweep(pool).await;
@@ -416,8 +416,350 @@ pub async fn rollback(
         Some(&out.period),
         None,
         None,
-        json!({"snapshot_id": out.snapshot_id, "replaced": out.replaced, "dropped": out.dropped}),
+        noted(json!({"snapshot_id": out.snapshot_id, "replaced": out.replaced, "dropped": out.dropped})),
     )
     .await?;
     Ok(out)
+}
+
+// --- Operator notes and dry-run previews (used by the JSON API and the operators' page) ---
+
+tokio::task_local! {
+    static NOTE: Option<String>;
+}
+
+/// Runs `f` with an operator's note: every action it records carries `"note"` in its detail.
+pub async fn with_note<F: std::future::Future>(note: Option<String>, f: F) -> F::Output {
+    let note = note
+        .map(|n| n.trim().chars().take(2000).collect::<String>())
+        .filter(|n| !n.is_empty());
+    NOTE.scope(note, f).await
+}
+
+fn noted(mut detail: serde_json::Value) -> serde_json::Value {
+    if let Some(note) = NOTE.try_with(|n| n.clone()).ok().flatten() {
+        if let Some(o) = detail.as_object_mut() {
+            o.insert("note".into(), serde_json::Value::String(note));
+        }
+    }
+    detail
+}
+
+/// An operator action, as the page and the API's `dry_run` describe it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Retry {
+        run_id: i64,
+        task: String,
+        downstream: bool,
+    },
+    RetryFailed {
+        run_id: i64,
+    },
+    Mark {
+        run_id: i64,
+        task: String,
+        state: String,
+    },
+    Trigger {
+        period: Period,
+        rerun: bool,
+    },
+    Backfill {
+        from: Period,
+        to: Period,
+        rerun: bool,
+    },
+    Rollback,
+}
+
+/// One thing an action would change.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Change {
+    pub run_id: Option<i64>,
+    pub period: Option<String>,
+    pub task_id: Option<String>,
+    pub snapshot_id: Option<i64>,
+    pub from: String,
+    pub to: String,
+}
+
+/// What an action would do, computed without changing anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub dry_run: bool,
+    pub action: &'static str,
+    pub summary: String,
+    pub changes: Vec<Change>,
+}
+
+fn ti_change(run: &RunInfo, task: &str, from: &str, to: &str) -> Change {
+    Change {
+        run_id: Some(run.id),
+        period: Some(run.period.clone()),
+        task_id: Some(task.to_string()),
+        snapshot_id: None,
+        from: from.to_string(),
+        to: to.to_string(),
+    }
+}
+
+/// The failed task instances of a run, in DAG order.
+async fn failed_tasks(pool: &PgPool, dag: &DagSpec, run_id: i64) -> Result<Vec<String>, RunError> {
+    let tis = runs::task_instances(pool, run_id).await?;
+    Ok(dag
+        .tasks
+        .iter()
+        .filter(|t| tis.iter().any(|ti| ti.task_id == t.id && ti.state == "failed"))
+        .map(|t| t.id.clone())
+        .collect())
+}
+
+/// The dry run of `action`: the task instances, runs or snapshots it would change.
+pub async fn preview(pool: &PgPool, dag: &DagSpec, action: &Action) -> Result<Preview, RunError> {
+    // The previews use the state machine's own decisions (`reelflow_dag::clear`,
+    // `mark_resets`), so a preview and the action can never disagree.
+    let state_of = |tis: &[TaskInstanceInfo], t: &str| {
+        tis.iter()
+            .find(|ti| ti.task_id == t)
+            .map(|ti| ti.state)
+            .unwrap_or(TaskState::None)
+    };
+    let states_of = |tis: &[TaskInstanceInfo]| -> reelflow_dag::States {
+        dag.tasks.iter().map(|t| (t.id.clone(), state_of(tis, &t.id))).collect()
+    };
+    let conflict = |run_id: i64, e: reelflow_dag::StateError| match e {
+        reelflow_dag::StateError::Running { task } => {
+            RunError::Conflict(format!("task {task} of run {run_id} is running; wait for it to finish"))
+        }
+        reelflow_dag::StateError::UnknownTask { task } => RunError::NoTask { run_id, task_id: task },
+        e => RunError::Conflict(e.to_string()),
+    };
+    let (name, summary, changes) = match action {
+        Action::Retry {
+            run_id,
+            task,
+            downstream,
+        } => {
+            let run = runs::get_run(pool, *run_id).await?;
+            let tis = runs::task_instances(pool, *run_id).await?;
+            let cleared = reelflow_dag::clear(&dag.shape(), &states_of(&tis), task, *downstream)
+                .map_err(|e| conflict(*run_id, e))?;
+            let changes = cleared
+                .iter()
+                .map(|t| ti_change(&run, t, state_of(&tis, t).as_str(), "cleared (runs again)"))
+                .collect();
+            let scope = if *downstream {
+                "with downstream"
+            } else {
+                "only this task"
+            };
+            ("retry", format!("retry {task} of {} ({scope})", run.period), changes)
+        }
+        Action::RetryFailed { run_id } => {
+            let run = runs::get_run(pool, *run_id).await?;
+            let tis = runs::task_instances(pool, *run_id).await?;
+            let states = states_of(&tis);
+            let mut cleared: Vec<String> = Vec::new();
+            for f in failed_tasks(pool, dag, *run_id).await? {
+                for t in reelflow_dag::clear(&dag.shape(), &states, &f, false).map_err(|e| conflict(*run_id, e))? {
+                    if !cleared.contains(&t) {
+                        cleared.push(t);
+                    }
+                }
+            }
+            let changes = dag
+                .tasks
+                .iter()
+                .filter(|t| cleared.contains(&t.id))
+                .map(|t| ti_change(&run, &t.id, state_of(&tis, &t.id).as_str(), "cleared (runs again)"))
+                .collect();
+            (
+                "retry_failed",
+                format!("retry the failed tasks of {}", run.period),
+                changes,
+            )
+        }
+        Action::Mark { run_id, task, state } => {
+            let run = runs::get_run(pool, *run_id).await?;
+            if state != "success" && state != "failed" {
+                return Err(RunError::Conflict(format!(
+                    "a task can be marked success or failed, not {state}"
+                )));
+            }
+            let tis = runs::task_instances(pool, *run_id).await?;
+            let resets =
+                reelflow_dag::mark_resets(&dag.shape(), &states_of(&tis), task).map_err(|e| conflict(*run_id, e))?;
+            let now = state_of(&tis, task);
+            let to = if now == TaskState::Running {
+                format!("{state} (the running try is superseded)")
+            } else {
+                state.clone()
+            };
+            let mut changes = vec![ti_change(&run, task, now.as_str(), &to)];
+            for t in &resets {
+                changes.push(ti_change(
+                    &run,
+                    t,
+                    state_of(&tis, t).as_str(),
+                    "re-evaluated from its upstream",
+                ));
+            }
+            ("mark", format!("mark {task} of {} {state}", run.period), changes)
+        }
+        Action::Trigger { period, rerun } => {
+            let (summary, changes) = trigger_change(pool, dag, period, *rerun).await?;
+            (if *rerun { "rerun" } else { "trigger" }, summary, changes)
+        }
+        Action::Backfill { from, to, rerun } => {
+            if from > to {
+                return Err(RunError::Conflict(format!(
+                    "backfill range is empty: {from} is after {to}"
+                )));
+            }
+            let mut changes = Vec::new();
+            let mut p = *from;
+            while p <= *to {
+                changes.extend(trigger_change(pool, dag, &p, *rerun).await?.1);
+                p = p.succ();
+            }
+            ("backfill", format!("backfill {from} to {to}"), changes)
+        }
+        Action::Rollback => {
+            // The same choice `snapshots list` marks: what `movies` showed before (publish history).
+            let snaps = reelflow_load::list_snapshots(pool)
+                .await
+                .map_err(|e| RunError::Conflict(e.to_string()))?;
+            let cur = snaps
+                .iter()
+                .find(|s| s.state == "published")
+                .map(|s| (s.id, s.period.clone()));
+            let Some((id, period, from)) = snaps
+                .iter()
+                .find(|s| s.rollback_target)
+                .map(|s| (s.id, s.period.clone(), s.state.clone()))
+            else {
+                return Err(RunError::Conflict(
+                    "there is no earlier snapshot to roll back to".into(),
+                ));
+            };
+            let mut changes = vec![Change {
+                run_id: None,
+                period: Some(period.clone()),
+                task_id: None,
+                snapshot_id: Some(id),
+                from,
+                to: "published".into(),
+            }];
+            if let Some((cid, cperiod)) = cur {
+                changes.push(Change {
+                    run_id: None,
+                    period: Some(cperiod),
+                    task_id: None,
+                    snapshot_id: Some(cid),
+                    from: "published".into(),
+                    to: "rolled_back".into(),
+                });
+            }
+            ("rollback", format!("publish snapshot {id} ({period}) again"), changes)
+        }
+    };
+    Ok(Preview {
+        dry_run: true,
+        action: name,
+        summary,
+        changes,
+    })
+}
+
+async fn trigger_change(
+    pool: &PgPool,
+    dag: &DagSpec,
+    period: &Period,
+    rerun: bool,
+) -> Result<(String, Vec<Change>), RunError> {
+    let p = period.to_string();
+    let change = |run_id, from: &str, to: &str| Change {
+        run_id,
+        period: Some(p.clone()),
+        task_id: None,
+        snapshot_id: None,
+        from: from.into(),
+        to: to.into(),
+    };
+    Ok(match runs::find_run(pool, &dag.id, &p).await? {
+        None => (format!("create the run of {p}"), vec![change(None, "no run", "queued")]),
+        Some(r) if !rerun => (
+            format!("{p} already has run {} ({}); nothing changes", r.id, r.state),
+            vec![],
+        ),
+        Some(r) if r.state == "queued" || r.state == "running" => {
+            return Err(RunError::Conflict(format!(
+                "run {} of {} for {p} is still {}; wait for it or retry a task instead",
+                r.id, dag.id, r.state
+            )))
+        }
+        Some(r) => (
+            format!("run {p} again from the start (run {})", r.id),
+            vec![change(Some(r.id), r.state.as_str(), "queued (every task reset)")],
+        ),
+    })
+}
+
+/// Operator "clear" of every failed task of a run (each without downstream: the tasks that
+/// never ran because of it are reset anyway).
+pub async fn retry_failed(pool: &PgPool, dag: &DagSpec, run_id: i64, origin: &str) -> Result<Vec<String>, RunError> {
+    let run = runs::get_run(pool, run_id).await?;
+    let mut cleared = Vec::new();
+    for t in failed_tasks(pool, dag, run_id).await? {
+        for c in runs::retry_task(pool, dag, run_id, &t, false).await? {
+            if !cleared.contains(&c) {
+                cleared.push(c);
+            }
+        }
+    }
+    runs::record_action(
+        pool,
+        origin,
+        "retry_failed",
+        Some(&run.dag_id),
+        Some(&run.period),
+        Some(run_id),
+        None,
+        noted(json!({"cleared": cleared})),
+    )
+    .await?;
+    Ok(cleared)
+}
+
+/// Carries out `action` through the same functions as the CLI and the API. A backfill from
+/// here is confirmed: its preview was shown and confirmed first.
+pub async fn perform(
+    pool: &PgPool,
+    dag: &DagSpec,
+    action: &Action,
+    cfg: &OpsConfig,
+    origin: &str,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(match action {
+        Action::Retry {
+            run_id,
+            task,
+            downstream,
+        } => json!({"cleared": retry(pool, dag, *run_id, task, *downstream, origin).await?}),
+        Action::RetryFailed { run_id } => json!({"cleared": retry_failed(pool, dag, *run_id, origin).await?}),
+        Action::Mark { run_id, task, state } => {
+            mark(pool, dag, *run_id, task, state, origin).await?;
+            json!({"marked": state})
+        }
+        Action::Trigger { period, rerun } => {
+            serde_json::to_value(trigger(pool, dag, *period, *rerun, "manual", origin).await?)?
+        }
+        Action::Backfill { from, to, rerun } => {
+            json!({"runs": backfill(pool, dag, *from, *to, *rerun, true, cfg, origin).await?})
+        }
+        Action::Rollback => {
+            serde_json::to_value(rollback(pool, reelflow_load::RollTarget::Previous, cfg, origin).await?)?
+        }
+    })
 }

@@ -163,7 +163,8 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
     // shutdown, while /livez and /metrics keep answering until the process exits.
     let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
     let http = {
-        let app = api::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = api::router_with_ui(state.clone(), crate::ui::UiSettings::from_config(&cfg.ui))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let mut stop = http_stop_rx;
         tokio::spawn(async move {
             axum::serve(listener, app)

@@ -292,6 +292,33 @@ async fn serve_runs_a_triggered_period_and_exports_metrics() {
         assert!(Instant::now() < deadline, "run did not finish: {}", r.body);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The daemon stores each attempt's log lines (the operators' page shows them) and serves
+    // the page itself on the same port.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (finished, lines): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE l.finished), coalesce(sum((SELECT count(*) FROM reelflow.attempt_log_lines x
+                 WHERE x.attempt_id = l.attempt_id)), 0)::bigint
+             FROM reelflow.attempts a JOIN reelflow.attempt_logs l ON l.attempt_id = a.id WHERE a.run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if finished == 4 {
+            assert!(lines >= 8, "{lines}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "attempt logs: {finished} of 4 finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = http::request(addr, "GET", &format!("/ui/runs/{run_id}/tasks/fetch"), &[], None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("task started") && page.body.contains("task finished"),
+        "{}",
+        page.body
+    );
     let m = http::request(addr, "GET", "/metrics", &[], None).await;
     assert_eq!(m.status, 200);
     assert_eq!(
