@@ -103,7 +103,7 @@ async fn the_grid_shows_state_by_glyph_and_text_and_answers_304_until_something_
     let db = TestDb::new().await;
     let page = start(&db, Some(TOKEN), UiSettings::default()).await;
     let a = trigger(&db, "2026-09").await;
-    let _b = trigger(&db, "2026-10").await;
+    let b = trigger(&db, "2026-10").await;
     reelflow::ops::mark(&db.pool, &dag(), a, "fetch", "failed", "test")
         .await
         .unwrap();
@@ -136,7 +136,7 @@ async fn the_grid_shows_state_by_glyph_and_text_and_answers_304_until_something_
     let again = page.get("/ui/grid?n=25", &[("If-None-Match", &tag)]).await;
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
-    reelflow::ops::mark(&db.pool, &dag(), a, "fetch", "success", "test")
+    reelflow::ops::mark(&db.pool, &dag(), b, "fetch", "failed", "test")
         .await
         .unwrap();
     let changed = page.get("/ui/grid?n=25", &[("If-None-Match", &tag)]).await;
@@ -166,8 +166,10 @@ async fn the_grid_shows_state_by_glyph_and_text_and_answers_304_until_something_
             .unwrap()
             .unwrap()
             .id;
+        // The store's mark: ops refuses to mark success a task whose missing outputs later
+        // tasks would read, and this test only needs the runs finished.
         for t in ["fetch", "clean", "load"] {
-            reelflow::ops::mark(&db.pool, &dag(), id, t, "success", "test")
+            reelflow_store::runs::mark_task(&db.pool, &dag(), id, t, "success")
                 .await
                 .unwrap();
         }
@@ -190,9 +192,11 @@ async fn the_grid_stays_bounded_with_a_thousand_runs() {
     let page = start(&db, None, UiSettings::default()).await;
     sqlx::query(
         "WITH r AS (
-             INSERT INTO reelflow.dag_runs (dag_id, period, state, trigger, started_at, ended_at)
+             INSERT INTO reelflow.dag_runs (dag_id, period, state, trigger, started_at, ended_at, dag_shape)
              SELECT 'movies_monthly', to_char(date '1900-01-01' + make_interval(months => g), 'YYYY-MM'), 'success',
-                    'backfill', now() - interval '1 hour', now()
+                    'backfill', now() - interval '1 hour', now(),
+                    '[{\"id\": \"fetch\", \"upstream\": []}, {\"id\": \"clean\", \"upstream\": [\"fetch\"]},
+                      {\"id\": \"load\", \"upstream\": [\"clean\"]}]'::jsonb
              FROM generate_series(0, 999) g RETURNING id)
          INSERT INTO reelflow.task_instances (run_id, task_id, state, max_tries, try_number)
          SELECT r.id, t, 'success', 1, 1 FROM r, unnest(ARRAY['fetch', 'clean', 'load']) t",
@@ -933,6 +937,27 @@ async fn retrying_the_failed_tasks_and_rolling_back_from_the_page_go_through_ops
     // Rollback: the preview names the snapshot that comes back and the one that leaves.
     let old = snapshot_with_rejects(&db, "retired", "reelflow_snap_old", 1).await;
     let cur = snapshot_with_rejects(&db, "published", "reelflow_snap_cur", 1).await;
+    // What `movies` showed, in order (rollback follows the publish history).
+    sqlx::query(
+        "UPDATE reelflow.snapshots SET published_at = now() - interval '1 day', retired_at = now() WHERE id = $1",
+    )
+    .bind(old)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE reelflow.snapshots SET published_at = now() WHERE id = $1")
+        .bind(cur)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO reelflow.publish_history (snapshot_id, replaced_id, action) VALUES ($1, NULL, 'publish'), ($2, $1, 'publish')",
+    )
+    .bind(old)
+    .bind(cur)
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let r = page.post("/ui/actions/preview", &h, "action=rollback").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(

@@ -12,7 +12,7 @@ use axum::Extension;
 use maud::html;
 
 use super::{field, form, layout, page, Session, UiError, UiResult};
-use crate::api::AppState;
+use crate::http::AppState;
 use crate::ops::{self, Action};
 
 fn period(f: &[(String, String)], name: &str) -> Result<reelflow_dag::Period, UiError> {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{dur, layout, page, span_secs, Session, Ui, UiError, UiResult};
-use crate::api::AppState;
+use crate::http::AppState;
 
 /// Every task and run state with its glyph and words: colour is never the only signal
 /// (WCAG 1.4.1), and `failed` and `upstream_failed` differ in glyph, border and text.

@@ -26,7 +26,7 @@ use axum::{Extension, Router};
 use maud::{html, Markup, DOCTYPE};
 use subtle::ConstantTimeEq;
 
-use crate::api::AppState;
+use crate::http::AppState;
 
 /// Settings of the page (`[ui]` in the configuration).
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use super::grid::{class, glyph, page_with_panel, GridQuery};
 use super::{dur, enc, page, span_secs, ts, Session, Ui, UiError, UiResult};
-use crate::api::AppState;
+use crate::http::AppState;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PanelQuery {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
 use super::{enc, layout, page, ts, Session, UiError, UiResult};
-use crate::api::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RejectRow {
