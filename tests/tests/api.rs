@@ -1,7 +1,6 @@
 //! The admin HTTP API over a real socket against a real PostgreSQL.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::Arc;
 
 use reelflow::api::{router, AppState};
@@ -28,16 +27,7 @@ fn dag() -> DagSpec {
 }
 
 async fn start(db: &TestDb, token: Option<&str>) -> SocketAddr {
-    let state = Arc::new(AppState {
-        pool: db.pool.clone(),
-        dag: dag(),
-        token: token.map(String::from),
-        heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
-        liveness_secs: 60,
-        shutting_down: AtomicBool::new(false),
-        engine: None,
-        ops: Default::default(),
-    });
+    let state = Arc::new(AppState::new(db.pool.clone(), dag(), token.map(String::from)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,16 +36,7 @@ fn dag() -> DagSpec {
 }
 
 async fn start(pool: PgPool) -> SocketAddr {
-    let state = Arc::new(AppState {
-        pool,
-        dag: dag(),
-        token: None,
-        heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
-        liveness_secs: 60,
-        shutting_down: AtomicBool::new(false),
-        engine: None,
-        ops: Default::default(),
-    });
+    let state = Arc::new(AppState::new(pool, dag(), None));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

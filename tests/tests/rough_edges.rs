@@ -2,7 +2,6 @@
 //! with each scheduler turn, POST to a report is a JSON 405, the audit trail over HTTP, config
 //! checks that report every problem.
 
-use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::Arc;
 
 use reelflow::api::{router, AppState};
@@ -81,16 +80,7 @@ async fn a_post_to_a_report_is_a_json_405_and_actions_are_readable() {
     let db = TestDb::new().await;
     let cfg = config(&db, &[]).unwrap();
     let dag = reelflow::pipeline::dag_spec(&cfg);
-    let state = Arc::new(AppState {
-        pool: db.pool.clone(),
-        dag: dag.clone(),
-        token: None,
-        heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
-        liveness_secs: 60,
-        shutting_down: AtomicBool::new(false),
-        engine: None,
-        ops: Default::default(),
-    });
+    let state = Arc::new(AppState::new(db.pool.clone(), dag.clone(), None));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -136,16 +126,11 @@ async fn a_post_to_a_report_is_a_json_405_and_actions_are_readable() {
 async fn the_openapi_document_lists_the_orchestration_api_and_each_entry_is_served() {
     let db = TestDb::new().await;
     let cfg = config(&db, &[]).unwrap();
-    let state = Arc::new(AppState {
-        pool: db.pool.clone(),
-        dag: reelflow::pipeline::dag_spec(&cfg),
-        token: Some("t0ken".into()),
-        heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
-        liveness_secs: 60,
-        shutting_down: AtomicBool::new(false),
-        engine: None,
-        ops: Default::default(),
-    });
+    let state = Arc::new(AppState::new(
+        db.pool.clone(),
+        reelflow::pipeline::dag_spec(&cfg),
+        Some("t0ken".into()),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -3,7 +3,6 @@
 //! dry-run previews, the rejected rows over HTML and JSON, and the per-attempt logs.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,16 +38,7 @@ struct Page {
 }
 
 async fn start(db: &TestDb, token: Option<&str>, settings: UiSettings) -> Page {
-    let state = Arc::new(AppState {
-        pool: db.pool.clone(),
-        dag: dag(),
-        token: token.map(String::from),
-        heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
-        liveness_secs: 60,
-        shutting_down: AtomicBool::new(false),
-        engine: None,
-        ops: Default::default(),
-    });
+    let state = Arc::new(AppState::new(db.pool.clone(), dag(), token.map(String::from)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router_with_ui(state, settings).into_make_service_with_connect_info::<SocketAddr>();

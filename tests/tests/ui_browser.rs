@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,14 +75,8 @@ async fn an_operator_finds_why_a_period_failed_retries_it_from_the_page_and_sees
         reelflow::pipeline::engine_config(&cfg),
     ));
     let state = Arc::new(AppState {
-        pool: db.pool.clone(),
-        dag: dag.spec.clone(),
-        token: Some(TOKEN.into()),
-        heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
-        liveness_secs: 60,
-        shutting_down: AtomicBool::new(false),
         engine: Some(engine.clone()),
-        ops: Default::default(),
+        ..AppState::new(db.pool.clone(), dag.spec.clone(), Some(TOKEN.into()))
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -73,6 +73,15 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// The request cannot be carried out in the snapshots' present state (nothing to roll back
+    /// or forward to, a snapshot that cannot be published): an operator's conflict, not a fault.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            LoadError::NoPrevious(_) | LoadError::NoForward(_) | LoadError::NotPublishable { .. }
+        )
+    }
+
     pub(crate) fn db(doing: impl Into<String>) -> impl FnOnce(sqlx::Error) -> LoadError {
         let doing = doing.into();
         move |source| LoadError::Db { doing, source }

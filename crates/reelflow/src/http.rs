@@ -32,6 +32,23 @@ pub struct AppState {
     pub ops: ops::OpsConfig,
 }
 
+impl AppState {
+    /// A state without an engine, with default limits and a minute of liveness slack (what an
+    /// API-only server and the tests need; `serve` fills in the rest).
+    pub fn new(pool: PgPool, dag: DagSpec, token: Option<String>) -> AppState {
+        AppState {
+            pool,
+            dag,
+            token,
+            heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
+            liveness_secs: 60,
+            shutting_down: AtomicBool::new(false),
+            engine: None,
+            ops: ops::OpsConfig::default(),
+        }
+    }
+}
+
 /// An error as JSON: `{"error": {"code": ..., "message": ...}}`. Internals are logged, not sent.
 #[derive(Debug)]
 pub struct ApiError {
@@ -89,15 +106,11 @@ impl From<anyhow::Error> for ApiError {
             Ok(re) => return re.into(),
             Err(e) => e,
         };
-        if let Some(le) = e.downcast_ref::<reelflow_load::LoadError>() {
-            if matches!(
-                le,
-                reelflow_load::LoadError::NoPrevious(_)
-                    | reelflow_load::LoadError::NoForward(_)
-                    | reelflow_load::LoadError::NotPublishable { .. }
-            ) {
-                return ApiError::new(StatusCode::CONFLICT, "conflict", le.to_string());
-            }
+        if let Some(le) = e
+            .downcast_ref::<reelflow_load::LoadError>()
+            .filter(|le| le.is_conflict())
+        {
+            return ApiError::new(StatusCode::CONFLICT, "conflict", le.to_string());
         }
         tracing::error!(error = %e, "API request failed");
         ApiError::new(

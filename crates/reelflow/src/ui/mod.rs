@@ -136,15 +136,11 @@ impl From<anyhow::Error> for UiError {
                 return UiError(StatusCode::NOT_FOUND, re.to_string());
             }
         }
-        if let Some(le) = e.downcast_ref::<reelflow_load::LoadError>() {
-            if matches!(
-                le,
-                reelflow_load::LoadError::NoPrevious(_)
-                    | reelflow_load::LoadError::NoForward(_)
-                    | reelflow_load::LoadError::NotPublishable { .. }
-            ) {
-                return UiError(StatusCode::CONFLICT, le.to_string());
-            }
+        if let Some(le) = e
+            .downcast_ref::<reelflow_load::LoadError>()
+            .filter(|le| le.is_conflict())
+        {
+            return UiError(StatusCode::CONFLICT, le.to_string());
         }
         tracing::error!(error = %e, "page request failed");
         UiError(
