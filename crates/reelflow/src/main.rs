@@ -374,8 +374,14 @@ async fn dispatch(
                         print_json(&d);
                     } else {
                         println!(
-                            "run {} of {} for {}: {} ({}, generation {})",
-                            d.run.id, d.run.dag_id, d.run.period, d.run.state, d.run.trigger, d.run.generation
+                            "run {} of {} for {}: {} ({}, generation {}, DAG version {})",
+                            d.run.id,
+                            d.run.dag_id,
+                            d.run.period,
+                            d.run.state,
+                            d.run.trigger,
+                            d.run.generation,
+                            d.run.dag_version
                         );
                         if let Some(s) = &d.source {
                             println!("source: {s} (recorded with the run)");
@@ -392,11 +398,17 @@ async fn dispatch(
                                 .map(error_kind)
                                 .unwrap_or("error");
                             println!(
-                                "  {:<8} {:<16} try {}/{}{}{}",
+                                "  {:<8} {:<16} try {}/{}{}{}{}",
                                 t.task_id,
                                 t.state,
-                                t.try_number,
+                                t.try_number - t.interruptions,
                                 t.max_tries,
+                                // Interrupted tries (shutdown, a dead worker) use up no tries.
+                                if t.interruptions > 0 {
+                                    format!(" (+{} interrupted)", t.interruptions)
+                                } else {
+                                    String::new()
+                                },
                                 t.next_attempt_at
                                     .map(|n| format!("  next try at {}", n.to_rfc3339()))
                                     .unwrap_or_default(),

@@ -312,7 +312,7 @@ impl RunReport {
                     self.run.dag_id,
                     self.run.period,
                     t.task_id,
-                    t.try_number,
+                    t.try_number - t.interruptions,
                     t.max_tries,
                     if retryable { "out of tries; retrying later may help" } else { "retrying will not help" },
                     t.last_error.as_deref().unwrap_or("no error recorded"),
@@ -358,8 +358,16 @@ impl RunReport {
             };
             let _ = writeln!(
                 s,
-                "  {:<8} {:<16} try {}/{}  {secs}",
-                t.task_id, t.state, t.try_number, t.max_tries
+                "  {:<8} {:<16} try {}/{}{}  {secs}",
+                t.task_id,
+                t.state,
+                t.try_number - t.interruptions,
+                t.max_tries,
+                if t.interruptions > 0 {
+                    format!(" (+{} interrupted)", t.interruptions)
+                } else {
+                    String::new()
+                }
             );
         }
         s
