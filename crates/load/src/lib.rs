@@ -13,13 +13,17 @@ mod diff;
 mod graph;
 mod orphans;
 mod plan;
+mod publish;
 mod reports;
+mod reuse;
 mod snapshot;
+mod task;
+mod types;
 
 pub use orphans::sweep_orphans;
+pub use publish::{list_snapshots, publish, publish_with, roll, rollback};
 pub use reports::{Report, REPORTS};
-pub use snapshot::{
-    build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, publish_with, reuse_snapshot,
-    roll, rollback, unchanged_snapshot, LoadConfig, LoadError, LoadInput, LoadOutput, LoadTask, PublishInput,
-    PublishOutput, PublishTask, RollTarget, SnapshotInfo, PUBLISHED_SCHEMA,
-};
+pub use reuse::{build_id, reuse_snapshot, unchanged_snapshot};
+pub use snapshot::{create_table_sql, fk_sql, key_sql, load_snapshot};
+pub use task::{LoadInput, LoadTask, PublishInput, PublishTask};
+pub use types::{LoadConfig, LoadError, LoadOutput, PublishOutput, RollTarget, SnapshotInfo, PUBLISHED_SCHEMA};

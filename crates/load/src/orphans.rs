@@ -5,7 +5,7 @@
 
 use sqlx::{PgPool, Row};
 
-use crate::snapshot::{q, LoadError};
+use crate::types::{q, LoadError};
 
 /// Drops every `building` snapshot that no loader is building (its period's load lock is free)
 /// and every `ready` snapshot that no run will publish: a ready snapshot is kept only while its
