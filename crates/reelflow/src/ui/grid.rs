@@ -27,7 +27,6 @@ pub const STATES: &[(&str, &str, &str)] = &[
     ("queued", "◷", "queued"),
     ("up_for_retry", "↻", "up for retry"),
     ("none", "·", "waiting"),
-    ("skipped", "⤼", "skipped"),
 ];
 
 pub fn glyph(state: &str) -> (&'static str, &'static str) {
@@ -48,7 +47,6 @@ pub fn class(state: &str) -> &'static str {
         "queued" => "st-queued",
         "up_for_retry" => "st-up_for_retry",
         "none" => "st-none",
-        "skipped" => "st-skipped",
         _ => "st-unknown",
     }
 }
