@@ -335,12 +335,15 @@ impl Engine {
                 let mut renewed = std::time::Instant::now();
                 loop {
                     tokio::time::sleep(every).await;
+                    // The lease is renewed from the database's `now()` at the update, which is
+                    // no earlier than this instant: counting from here never overestimates it.
+                    let sent = std::time::Instant::now();
                     let beat = tokio::time::timeout(
                         every.max(Duration::from_secs(1)),
                         runs::heartbeat(&pool, ti, attempt, lease),
                     );
                     match beat.await {
-                        Ok(Ok(true)) => renewed = std::time::Instant::now(),
+                        Ok(Ok(true)) => renewed = sent,
                         Ok(Ok(false)) => {
                             tracing::warn!("lease lost (another worker took the task over, or an operator marked or cancelled it); stopping");
                             lost.store(true, Ordering::Relaxed);
