@@ -10,12 +10,17 @@
 //! - Every snapshot has a row in `reelflow.snapshots`; a schema is never created without one.
 
 mod diff;
+mod gate;
 mod graph;
 mod orphans;
 mod plan;
 mod reports;
 mod snapshot;
 
+pub use gate::{
+    diff_summary, failure_message, run_checks, Check, DiffSummary, GateConfig, GateOutput, SqlCheck, ValidateInput,
+    ValidateTask,
+};
 pub use orphans::sweep_orphans;
 pub use reports::{Report, REPORTS};
 pub use snapshot::{

@@ -6,6 +6,7 @@ pub mod attempt_log;
 pub mod config;
 pub mod db;
 pub mod engine;
+mod input_fields;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

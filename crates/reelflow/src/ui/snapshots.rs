@@ -107,7 +107,7 @@ fn decode_cursor(s: &str) -> Option<(i64, i64, String)> {
 }
 
 /// The schema a snapshot's rows live in, with the row's state and period.
-async fn locate(pool: &PgPool, id: i64) -> Result<(String, String, Option<String>), RejectError> {
+pub(crate) async fn locate(pool: &PgPool, id: i64) -> Result<(String, String, Option<String>), RejectError> {
     let row: Option<(String, String, String)> = sqlx::query_as(
         "SELECT state, period, CASE WHEN state = 'published' THEN 'movies' ELSE schema_name END
          FROM reelflow.snapshots WHERE id = $1",
