@@ -208,6 +208,37 @@ async fn a_month_that_lost_a_tenth_of_its_movies_fails_the_gate_keeps_movies_and
         movies_b
     );
 
+    // The operators' page shows the gate on the run panel and the snapshots page; the metrics
+    // export every check by name.
+    let cfg = reelflow::config::Config::load(None, &|_| None).unwrap();
+    let addr = serve_api(&e.db, reelflow::pipeline::dag_spec(&cfg)).await;
+    let panel = request(addr, "GET", &format!("/ui/runs/{run_b}?fragment=1"), &[], None).await;
+    assert_eq!(panel.status, 200, "{}", panel.body);
+    assert!(panel.body.contains("Quality gate"), "{}", panel.body);
+    assert!(
+        panel.body.contains(r#"<tr class="fail"><td>shrink:movies</td>"#),
+        "{}",
+        panel.body
+    );
+    assert!(
+        panel
+            .body
+            .contains(&format!("reelflow tasks mark {run_b} validate success --note WHY")),
+        "{}",
+        panel.body
+    );
+    let page = request(addr, "GET", "/ui/snapshots", &[], None).await;
+    assert!(page.body.contains(" checks failed"), "{}", page.body);
+    let metrics = request(addr, "GET", "/metrics", &[], None).await.body;
+    assert!(
+        metrics.contains(r#"reelflow_gate_check_passed{dag="movies_monthly",check="shrink:movies"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"reelflow_gate_check_passed{dag="movies_monthly",check="future_years"} 1"#),
+        "{metrics}"
+    );
+
     // An operator looks at it and publishes it anyway.
     let out = e.ok(&[
         "tasks",
@@ -229,6 +260,14 @@ async fn a_month_that_lost_a_tenth_of_its_movies_fails_the_gate_keeps_movies_and
     e.ok(&["run", "--period", "2026-02"]);
     assert_eq!(published(pool).await, Some(b));
     assert_eq!(count(pool, "SELECT count(*) FROM movies.movies").await, movies_b);
+
+    let page = request(addr, "GET", "/ui/snapshots", &[], None).await;
+    assert!(
+        page.body
+            .contains(&format!("+0 movies, -101, 0 changed since snapshot {a}")),
+        "{}",
+        page.body
+    );
 
     // The diff of the published snapshot, by the CLI: 101 removed, nothing else.
     let out = e.ok(&["snapshots", "diff"]);
@@ -376,7 +415,8 @@ async fn serve_api(db: &TestDb, dag: reelflow_dag::DagSpec) -> SocketAddr {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = reelflow::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app =
+        reelflow::api::router_with_ui(state, Default::default()).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
 }

@@ -205,3 +205,54 @@ impl std::fmt::Display for RejectError {
         }
     }
 }
+
+/// The quality gate's results stored with a snapshot (none before it was judged).
+pub async fn gate_checks(pool: &PgPool, snapshot_id: i64) -> Result<Option<Vec<reelflow_load::Check>>, sqlx::Error> {
+    let v: Option<Option<sqlx::types::Json<Vec<reelflow_load::Check>>>> =
+        sqlx::query_scalar("SELECT gate_checks FROM reelflow.snapshots WHERE id = $1")
+            .bind(snapshot_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(v.flatten().map(|j| j.0))
+}
+
+/// `gate: 37 checks passed` or `gate: 2 of 37 checks failed`.
+pub fn gate_brief(checks: &[reelflow_load::Check]) -> maud::Markup {
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    maud::html! {
+        @if failed == 0 {
+            div.gate.ok { "gate: " (checks.len()) " checks passed" }
+        } @else {
+            div.gate.fail { "gate: " (failed) " of " (checks.len()) " checks failed" }
+        }
+    }
+}
+
+/// The run panel's table of the gate's checks, failed ones first.
+pub fn gate_table(run_id: i64, checks: &[reelflow_load::Check]) -> maud::Markup {
+    let mut sorted: Vec<&reelflow_load::Check> = checks.iter().collect();
+    sorted.sort_by_key(|c| c.passed);
+    let failed = checks.iter().any(|c| !c.passed);
+    maud::html! {
+        h3 { "Quality gate" }
+        (gate_brief(checks))
+        @if failed {
+            p.hint { "The snapshot is kept and movies is unchanged. To publish it anyway: "
+                code { "reelflow tasks mark " (run_id) " validate success --note WHY" } }
+        }
+        table.gate {
+            thead { tr { th { "check" } th { "value" } th { "threshold" } th { "result" } th { "detail" } } }
+            tbody {
+                @for c in sorted {
+                    tr class=(if c.passed { "pass" } else { "fail" }) {
+                        td { (c.name) }
+                        td.num { (c.value) }
+                        td.num { (c.op) " " (c.threshold) }
+                        td { @if c.passed { "passed" } @else { strong { "FAILED" } } }
+                        td { (c.detail.clone().unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+    }
+}
