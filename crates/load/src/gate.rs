@@ -425,12 +425,12 @@ async fn sql_check(pool: &PgPool, schema: &str, query: &str) -> Result<i64, sqlx
 }
 
 /// The message of a failed gate.
-pub fn failure_message(snapshot_id: i64, checks: &[Check]) -> String {
+pub fn failure_message(run_id: i64, snapshot_id: i64, checks: &[Check]) -> String {
     let failed: Vec<String> = checks.iter().filter(|c| !c.passed).map(Check::describe).collect();
     format!(
         "quality gate failed for snapshot {snapshot_id}: {} of {} checks failed: {}. `movies` is unchanged; \
          the snapshot is kept: look at it, then fix the source or the [gate] thresholds and retry, \
-         or publish it anyway with `reelflow tasks mark RUN validate success --note WHY`",
+         or publish it anyway with `reelflow tasks mark {run_id} validate success --note WHY`",
         failed.len(),
         checks.len(),
         failed.join("; ")
@@ -442,7 +442,7 @@ impl Stage for ValidateTask {
     type Input = ValidateInput;
     type Output = GateOutput;
 
-    fn run<'a>(&'a self, _ctx: &'a TaskContext, input: ValidateInput) -> BoxFuture<'a, Result<GateOutput, TaskError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext, input: ValidateInput) -> BoxFuture<'a, Result<GateOutput, TaskError>> {
         Box::pin(async move {
             let load = input.load;
             let manifest = match input.clean {
@@ -476,7 +476,7 @@ impl Stage for ValidateTask {
                 .await
                 .map_err(LoadError::db("storing the gate's results"))?;
             if checks.iter().any(|c| !c.passed) {
-                return Err(TaskError::fatal(failure_message(load.snapshot_id, &checks)));
+                return Err(TaskError::fatal(failure_message(ctx.run_id, load.snapshot_id, &checks)));
             }
             let diff = diff_summary(&self.pool, &load.schema).await?;
             Ok(GateOutput {

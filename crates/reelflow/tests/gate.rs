@@ -191,6 +191,10 @@ async fn a_month_that_lost_a_tenth_of_its_movies_fails_the_gate_keeps_movies_and
     // Not retried: a failed gate is fatal.
     let (run_b, tries) = validate_attempts(pool).await;
     assert_eq!(tries, 1);
+    assert!(
+        failed.contains(&format!("`reelflow tasks mark {run_b} validate success --note WHY`")),
+        "{failed}"
+    );
     // `movies` is unchanged; the built snapshot is kept, with the results of its checks.
     assert_eq!(published(pool).await, Some(a));
     assert_eq!(count(pool, "SELECT count(*) FROM movies.movies").await, movies_a);
@@ -500,4 +504,16 @@ async fn the_diff_endpoint_serves_the_summary_and_pages_the_movies() {
     assert_eq!(r.status, 400, "{}", r.body);
     let r = request(addr, "GET", "/api/v1/snapshots/999/diff", &[], None).await;
     assert_eq!(r.status, 404, "{}", r.body);
+
+    // An unchanged source: the load reuses the published snapshot and the gate passes it through.
+    let out = e.ok(&["run", "--period", "2026-02", "--rerun"]);
+    assert!(!out.contains("validate:"), "{out}");
+    assert_eq!(published(pool).await, Some(b));
+    let reused: Option<bool> = sqlx::query_scalar(
+        "SELECT (outputs->>'reused')::boolean FROM reelflow.task_instances WHERE task_id = 'validate' ORDER BY run_id DESC, id DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(reused, Some(true));
 }
