@@ -152,7 +152,7 @@ enum TasksAction {
     Retry {
         /// The run's id.
         run_id: i64,
-        /// fetch, clean, load or publish.
+        /// fetch, clean, load, validate or publish.
         task: String,
         /// Also re-run every task after it.
         #[arg(long)]
@@ -162,7 +162,7 @@ enum TasksAction {
     Mark {
         /// The run's id.
         run_id: i64,
-        /// fetch, clean, load or publish.
+        /// fetch, clean, load, validate or publish.
         task: String,
         /// success or failed.
         #[arg(value_parser = ["success", "failed"])]
