@@ -517,3 +517,37 @@ async fn the_diff_endpoint_serves_the_summary_and_pages_the_movies() {
     .unwrap();
     assert_eq!(reused, Some(true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_sample_passes_the_gate_with_the_default_thresholds() {
+    let Some(zip) = fixture::real_sample_zip() else {
+        eprintln!("skipped: the real sample files are not in ../shared/data");
+        return;
+    };
+    let e = env().await;
+    let pool = &e.db.pool;
+    e.source(zip);
+    let out = e.ok(&["run", "--period", "2026-01"]);
+    assert!(out.contains("checks passed"), "{out}");
+    let b = published(pool).await.unwrap();
+    // The ratios were judged (the sample has thousands of rows), not skipped.
+    let (value, threshold, passed) = stored_check(pool, b, "rejects:movies_metadata.csv").await;
+    assert!(passed && threshold == 0.01, "{value:?}");
+    let checks: serde_json::Value = sqlx::query_scalar("SELECT gate_checks FROM reelflow.snapshots WHERE id = $1")
+        .bind(b)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let judged = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("rejects:"))
+        .filter(|c| !c["detail"].as_str().unwrap_or("").contains("not judged"))
+        .count();
+    assert!(judged >= 3, "{checks}");
+    assert!(
+        !checks.as_array().unwrap().iter().any(|c| c["name"] == "shrink:rejects"),
+        "fewer rejects is no loss: {checks}"
+    );
+}
