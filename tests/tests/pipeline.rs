@@ -795,7 +795,7 @@ async fn retrying_load_reuses_the_stored_clean_output_with_and_without_downstrea
     drive(&s.cfg, pool, run_id).await;
     assert_eq!(
         attempts_per_task(pool, run_id).await,
-        counts(&[("fetch", 1), ("clean", 1), ("load", 2), ("publish", 1)])
+        counts(&[("fetch", 1), ("clean", 1), ("load", 2), ("validate", 1), ("publish", 1)])
     );
     let states: Vec<String> = sqlx::query_scalar("SELECT state FROM reelflow.snapshots ORDER BY id")
         .fetch_all(pool)
@@ -807,11 +807,11 @@ async fn retrying_load_reuses_the_stored_clean_output_with_and_without_downstrea
     let cleared = reelflow::ops::retry(pool, &dag, run_id, "load", true, "test")
         .await
         .unwrap();
-    assert_eq!(cleared, ["load", "publish"]);
+    assert_eq!(cleared, ["load", "validate", "publish"]);
     drive(&s.cfg, pool, run_id).await;
     assert_eq!(
         attempts_per_task(pool, run_id).await,
-        counts(&[("fetch", 1), ("clean", 1), ("load", 3), ("publish", 2)])
+        counts(&[("fetch", 1), ("clean", 1), ("load", 3), ("validate", 2), ("publish", 2)])
     );
     let states: Vec<String> = sqlx::query_scalar("SELECT state FROM reelflow.snapshots ORDER BY id")
         .fetch_all(pool)

@@ -154,7 +154,7 @@ async fn an_operator_finds_why_a_period_failed_retries_it_from_the_page_and_sees
     browser.click_on("#retry-downstream").await;
     browser.click_on("#retry-preview").await;
     let listed = browser.text_of("#preview-changes").await;
-    for t in ["fetch", "clean", "load", "publish"] {
+    for t in ["fetch", "clean", "load", "validate", "publish"] {
         assert!(listed.contains(t), "{listed}");
     }
     assert_eq!(run_state(&db, run).await, "failed", "the preview changed nothing");

@@ -10,6 +10,7 @@
 //! - Every snapshot has a row in `reelflow.snapshots`; a schema is never created without one.
 
 mod diff;
+mod gate;
 mod graph;
 mod orphans;
 mod plan;
@@ -20,6 +21,10 @@ mod snapshot;
 mod task;
 mod types;
 
+pub use gate::{
+    diff_summary, failure_message, run_checks, Check, DiffSummary, GateConfig, GateOutput, SqlCheck, ValidateInput,
+    ValidateTask,
+};
 pub use orphans::sweep_orphans;
 pub use publish::{list_snapshots, publish, publish_with, roll, rollback};
 pub use reports::{Report, REPORTS};

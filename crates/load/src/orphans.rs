@@ -1,5 +1,6 @@
 //! Snapshots that no run will publish: a load cancelled or killed mid-way (`building`), a
-//! load-only retry or a run that failed after its load (`ready`). [`sweep_orphans`] drops them;
+//! load-only retry or a run that failed after its load (`ready`; but not one whose quality
+//! gate failed, while its run is the period's latest). [`sweep_orphans`] drops them;
 //! it runs before every load, after every publish or rollback (retention), and periodically in
 //! `reelflow serve`.
 
@@ -11,6 +12,10 @@ use crate::types::{q, LoadError};
 /// and every `ready` snapshot that no run will publish: a ready snapshot is kept only while its
 /// run is queued or running and either its load task is still running (its result is being
 /// recorded) or its load task's output is this snapshot and its publish task has not finished.
+/// The snapshot of a run whose quality gate (`validate`) failed is kept too, while that run is
+/// its period's latest run: an operator may look at it and publish it anyway by marking the
+/// gate success (`tasks mark RUN validate success`); a later run of the period, or a retry of
+/// the load (which builds a new snapshot), lets it go.
 /// Snapshots loaded outside a run (no `run_id`) are left alone. Returns the ids dropped.
 pub async fn sweep_orphans(pool: &PgPool) -> Result<Vec<i64>, LoadError> {
     let mut dropped = Vec::new();
@@ -69,6 +74,14 @@ pub async fn sweep_orphans(pool: &PgPool) -> Result<Vec<i64>, LoadError> {
                AND (l.state = 'running'
                     OR (l.state = 'success' AND (l.outputs->>'snapshot_id')::bigint = s.id
                         AND p.state IN ('none', 'queued', 'running', 'up_for_retry'))))
+           AND NOT EXISTS (
+             SELECT 1 FROM reelflow.dag_runs r
+             JOIN reelflow.task_instances l ON l.run_id = r.id AND l.task_id = 'load'
+             JOIN reelflow.task_instances v ON v.run_id = r.id AND v.task_id = 'validate'
+             WHERE r.id = s.run_id AND r.state = 'failed' AND v.state = 'failed'
+               AND l.state = 'success' AND (l.outputs->>'snapshot_id')::bigint = s.id
+               AND NOT EXISTS (SELECT 1 FROM reelflow.dag_runs n
+                               WHERE n.dag_id = r.dag_id AND n.period = r.period AND n.id > r.id))
          ORDER BY s.id",
     )
     .fetch_all(&mut *conn)

@@ -339,6 +339,7 @@ pub fn router_with_ui(state: Arc<AppState>, ui: crate::ui::UiSettings) -> Router
     Router::new()
         .merge(crate::ui::routes(&state, ui))
         .route("/api/v1/snapshots/{id}/rejects", get(crate::ui::snapshots::api_rejects))
+        .route("/api/v1/snapshots/{id}/diff", get(crate::ui::diff::api_diff))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -21,6 +21,7 @@ pub struct Config {
     pub fetch: FetchSection,
     pub clean: CleanSection,
     pub load: reelflow_load::LoadConfig,
+    pub gate: reelflow_load::GateConfig,
     pub tasks: std::collections::BTreeMap<String, reelflow_dag::RetryPolicy>,
     pub schedule: ScheduleSection,
     pub engine: EngineSection,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod engine;
 pub mod http;
+mod input_fields;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

@@ -152,7 +152,7 @@ enum TasksAction {
     Retry {
         /// The run's id.
         run_id: i64,
-        /// fetch, clean, load or publish.
+        /// fetch, clean, load, validate or publish.
         task: String,
         /// Also re-run every task after it.
         #[arg(long)]
@@ -162,11 +162,14 @@ enum TasksAction {
     Mark {
         /// The run's id.
         run_id: i64,
-        /// fetch, clean, load or publish.
+        /// fetch, clean, load, validate or publish.
         task: String,
         /// success or failed.
         #[arg(value_parser = ["success", "failed"])]
         state: String,
+        /// Why (recorded with the action; e.g. publishing a snapshot whose quality gate failed).
+        #[arg(long)]
+        note: Option<String>,
     },
 }
 
@@ -187,6 +190,24 @@ enum SnapshotAction {
     },
     /// Undo the last rollback: publish again the snapshot it rolled back away from.
     Rollforward,
+    /// What a snapshot changed against the one `movies` showed when it was loaded: movies
+    /// added, removed and changed (the published snapshot when no ID is given).
+    Diff {
+        /// The snapshot (default: the published one).
+        id: Option<i64>,
+        /// Only `added`, `removed` or `changed`.
+        #[arg(long)]
+        change: Option<String>,
+        /// Movies listed (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Continue after a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -497,8 +518,13 @@ async fn dispatch(
                         println!("note: {note}");
                     }
                 }
-                TasksAction::Mark { run_id, task, state } => {
-                    ops::mark(&pool, &dag, run_id, &task, &state, ORIGIN).await?;
+                TasksAction::Mark {
+                    run_id,
+                    task,
+                    state,
+                    note,
+                } => {
+                    ops::with_note(note, ops::mark(&pool, &dag, run_id, &task, &state, ORIGIN)).await?;
                     println!("run {run_id}: task {task} marked {state}");
                 }
             }
@@ -584,6 +610,34 @@ async fn dispatch(
                     let target = to.map_or(reelflow_load::RollTarget::Previous, reelflow_load::RollTarget::Id);
                     let out = ops::rollback(&pool, target, &ops::OpsConfig::from_config(&cfg), ORIGIN).await?;
                     println!("{}", describe_roll(&out, "rolled back"));
+                }
+                SnapshotAction::Diff {
+                    id,
+                    change,
+                    limit,
+                    cursor,
+                    json,
+                } => {
+                    let id = match id {
+                        Some(id) => id,
+                        None => sqlx::query_scalar("SELECT id FROM reelflow.snapshots WHERE state = 'published'")
+                            .fetch_optional(&pool)
+                            .await?
+                            .ok_or_else(|| anyhow::anyhow!("no snapshot is published; give a snapshot id"))?,
+                    };
+                    let q = reelflow::ui::diff::DiffQuery {
+                        change,
+                        cursor,
+                        limit: Some(limit),
+                    };
+                    let page = reelflow::ui::diff::diff(&pool, id, &q)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if json {
+                        print_json(&page);
+                    } else {
+                        print!("{}", reelflow::ui::diff::render(&page));
+                    }
                 }
                 SnapshotAction::Rollforward => {
                     let target = reelflow_load::RollTarget::Forward;

@@ -207,12 +207,24 @@ families! {
     fetch_bytes: Kind::Counter, "reelflow_fetch_bytes_total", "Bytes downloaded by the fetch stage.";
     rows: Kind::Counter, "reelflow_rows_total", "Rows processed, by stage, table and outcome.";
     rejected_rows: Kind::Counter, "reelflow_rejected_rows_total", "Rows rejected by the clean stage, by source file and reason.";
+    gate_check_passed: Kind::Gauge, "reelflow_gate_check_passed", "1 when the quality gate's check passed for the newest judged snapshot, 0 when it failed (from the store), by check name.";
+    gate_check_value: Kind::Gauge, "reelflow_gate_check_value", "What the quality gate's check measured for the newest judged snapshot (from the store), by check name.";
     scheduler_heartbeat: Kind::Gauge, "reelflow_scheduler_heartbeat_timestamp_seconds", "Unix time of the scheduler loop's last turn.";
     build_info: Kind::Gauge, "reelflow_build_info", "Build information; always 1.";
 }
 
 /// The process-wide registry.
 pub static METRICS: Metrics = Metrics::new();
+
+/// The quality gate's checks of the newest judged snapshot, one series per check name.
+pub fn observe_gate(dag: &str, checks: &[reelflow_load::Check]) {
+    let m = &METRICS;
+    for c in checks {
+        m.gate_check_passed
+            .set(&[("dag", dag), ("check", &c.name)], if c.passed { 1.0 } else { 0.0 });
+        m.gate_check_value.set(&[("dag", dag), ("check", &c.name)], c.value);
+    }
+}
 
 /// Records what a task's output measured ([`reelflow_dag::Stage::measures`]).
 pub fn observe(task: &str, measures: &[reelflow_dag::Measure]) {

@@ -265,6 +265,17 @@ pub async fn retry(
     Ok(cleared)
 }
 
+/// Whether a task after `task` reads its output: for the declared DAG, what each task's
+/// `Input` names (`publish` reads `load`'s output, not `validate`'s); for another DAG, any
+/// task after it.
+fn read_downstream(dag: &DagSpec, task: &str) -> bool {
+    let reads = crate::pipeline::reads();
+    dag.downstream_of(task)
+        .into_iter()
+        .skip(1)
+        .any(|t| reads.get(t).is_none_or(|r| r.contains(&task)))
+}
+
 pub async fn mark(
     pool: &PgPool,
     dag: &DagSpec,
@@ -274,7 +285,7 @@ pub async fn mark(
     origin: &str,
 ) -> Result<(), RunError> {
     let run = runs::get_run(pool, run_id).await?;
-    if state == "success" && dag.downstream_of(task).len() > 1 {
+    if state == "success" && read_downstream(dag, task) {
         // The tasks after it read its outputs: without them they could only fail.
         let ti = runs::task_instances(pool, run_id)
             .await?

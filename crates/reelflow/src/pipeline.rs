@@ -1,4 +1,4 @@
-//! The `movies_monthly` DAG (fetch -> clean -> load -> publish) and `reelflow run`: one period
+//! The `movies_monthly` DAG (fetch -> clean -> load -> validate -> publish) and `reelflow run`: one period
 //! through the same engine the daemon uses, in the foreground, with a human summary.
 
 use std::fmt::Write as _;
@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail};
 use reelflow_clean::{CleanInput, CleanOutput, CleanTask};
 use reelflow_dag::{BoxFuture, DagSpec, Measure, Period, Stage, Task, TaskContext, TaskError, TaskSpec, TaskState};
 use reelflow_fetch::FetchTask;
-use reelflow_load::{LoadTask, PublishTask};
+use reelflow_load::{LoadTask, PublishTask, ValidateTask};
 use reelflow_store::runs::{self, AttemptInfo, RunInfo, TaskInstanceInfo};
 use sqlx::PgPool;
 
@@ -26,7 +26,8 @@ fn declare(d: &mut impl Declare) {
     d.task::<RunSourceFetch>(&[]);
     d.task::<CleanUnlessUnchanged>(&[RunSourceFetch::ID]);
     d.task::<LoadTask>(&[CleanUnlessUnchanged::ID]);
-    d.task::<PublishTask>(&[LoadTask::ID]);
+    d.task::<ValidateTask>(&[LoadTask::ID]);
+    d.task::<PublishTask>(&[ValidateTask::ID]);
 }
 
 /// A task of the DAG: a [`Stage`] that can be built from the configuration.
@@ -69,6 +70,21 @@ impl Declare for Code<'_> {
             }
         }
     }
+}
+
+/// Which upstream outputs each task of [`declare`] reads: the field names of its `Input`
+/// (task id -> the task ids it reads). An operator may mark a task success by hand (it then has
+/// no output) only if no task after it reads its output.
+pub fn reads() -> std::collections::BTreeMap<&'static str, Vec<&'static str>> {
+    struct Reads(std::collections::BTreeMap<&'static str, Vec<&'static str>>);
+    impl Declare for Reads {
+        fn task<N: Node>(&mut self, _upstream: &[&'static str]) {
+            self.0.insert(N::ID, crate::input_fields::of::<N::Input>());
+        }
+    }
+    let mut r = Reads(Default::default());
+    declare(&mut r);
+    r.0
 }
 
 /// The DAG's shape and retry policies from the configuration.
@@ -120,6 +136,15 @@ impl Node for LoadTask {
         Ok(LoadTask {
             pool: pool.clone(),
             config: cfg.load.clone(),
+        })
+    }
+}
+
+impl Node for ValidateTask {
+    fn build(cfg: &Config, pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(ValidateTask {
+            pool: pool.clone(),
+            config: cfg.gate.clone(),
         })
     }
 }

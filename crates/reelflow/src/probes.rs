@@ -88,6 +88,15 @@ async fn refresh_from_store(s: &AppState) -> Result<(), sqlx::Error> {
     .fetch_all(&s.pool)
     .await?;
     refresh_states(s).await?;
+    let gate: Option<sqlx::types::Json<Vec<reelflow_load::Check>>> = sqlx::query_scalar(
+        "SELECT gate_checks FROM reelflow.snapshots WHERE dag_id = $1 AND gate_checks IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .bind(&s.dag.id)
+    .fetch_optional(&s.pool)
+    .await?;
+    if let Some(checks) = gate {
+        crate::metrics::observe_gate(&s.dag.id, &checks.0);
+    }
     for t in &s.dag.tasks {
         let age = rows.iter().find(|(id, _)| *id == t.id).map(|(_, a)| *a).unwrap_or(0.0);
         m.oldest_running.set(&[("dag", &s.dag.id), ("task", &t.id)], age);

@@ -305,11 +305,11 @@ async fn serve_runs_a_triggered_period_and_exports_metrics() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-        if finished == 4 {
-            assert!(lines >= 8, "{lines}");
+        if finished == 5 {
+            assert!(lines >= 10, "{lines}");
             break;
         }
-        assert!(Instant::now() < deadline, "attempt logs: {finished} of 4 finished");
+        assert!(Instant::now() < deadline, "attempt logs: {finished} of 5 finished");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let page = http::request(addr, "GET", &format!("/ui/runs/{run_id}/tasks/fetch"), &[], None).await;

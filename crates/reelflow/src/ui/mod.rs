@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod assets;
 pub mod auth;
+pub mod diff;
 pub mod grid;
 pub mod panels;
 pub mod snapshots;

@@ -145,6 +145,10 @@ pub async fn run_panel(s: &AppState, sess: &Session, run_id: i64) -> Result<Mark
     let snapshot = out("load").and_then(|o| o.get("snapshot_id")).and_then(|v| v.as_i64());
     let published = out("publish");
     let acts = actions(&s.pool, run_id, None).await?;
+    let gate = match snapshot {
+        Some(id) => super::diff::gate_checks(&s.pool, id).await?,
+        None => None,
+    };
     let took = span_secs(r.started_at, r.ended_at);
     Ok(html! {
         section.panel #run-panel data-run=(r.id) {
@@ -204,6 +208,7 @@ pub async fn run_panel(s: &AppState, sess: &Session, run_id: i64) -> Result<Mark
                     } @else { " — not published yet" }
                 }
             }
+            @if let Some(checks) = &gate { (super::diff::gate_table(r.id, checks)) }
             @if sess.admin {
                 h3 { "Act" }
                 div.actrow {

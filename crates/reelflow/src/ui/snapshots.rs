@@ -107,7 +107,7 @@ fn decode_cursor(s: &str) -> Option<(i64, i64, String)> {
 }
 
 /// The schema a snapshot's rows live in, with the row's state and period.
-async fn locate(pool: &PgPool, id: i64) -> Result<(String, String, Option<String>), RejectError> {
+pub(crate) async fn locate(pool: &PgPool, id: i64) -> Result<(String, String, Option<String>), RejectError> {
     let row: Option<(String, String, String)> = sqlx::query_as(
         "SELECT state, period, CASE WHEN state = 'published' THEN 'movies' ELSE schema_name END
          FROM reelflow.snapshots WHERE id = $1",
@@ -221,6 +221,8 @@ struct Snap {
     bytes: Option<i64>,
     schema: Option<String>,
     reports: Vec<(String, i64)>,
+    diff: Option<reelflow_load::DiffSummary>,
+    gate: Option<Vec<reelflow_load::Check>>,
 }
 
 /// Row counts of the report tables of a kept snapshot (those that exist in its schema).
@@ -285,6 +287,8 @@ async fn list(pool: &PgPool, dag_id: &str) -> Result<Vec<Snap>, sqlx::Error> {
             bytes: r.get(11),
             schema: r.get(12),
             reports: vec![],
+            diff: None,
+            gate: None,
         })
         .collect())
 }
@@ -326,7 +330,9 @@ pub async fn page_html(s: &AppState, sess: &Session) -> Result<Markup, UiError> 
     for sn in snaps.iter_mut() {
         if let Some(schema) = &sn.schema {
             sn.reports = report_counts(&s.pool, schema).await;
+            sn.diff = reelflow_load::diff_summary(&s.pool, schema).await.ok().flatten();
         }
+        sn.gate = super::diff::gate_checks(&s.pool, sn.id).await?;
     }
     Ok(layout(
         "Snapshots",
@@ -340,7 +346,7 @@ pub async fn page_html(s: &AppState, sess: &Session) -> Result<Markup, UiError> 
                 }
             }
             table.snaps {
-                thead { tr { th { "id" } th { "period" } th { "state" } th { "run" } th { "size" } th { "rows" } th { "rejects" } th { "report rows" } th { "created" } th { "published" } } }
+                thead { tr { th { "id" } th { "period" } th { "state" } th { "run" } th { "size" } th { "rows" } th { "rejects" } th { "report rows" } th { "diff · gate" } th { "created" } th { "published" } } }
                 tbody {
                     @for sn in &snaps {
                         tr id={ "snap-" (sn.id) } class={ "snap s-" (sn.state.chars().filter(|c| c.is_ascii_lowercase() || *c == '_').collect::<String>()) } {
@@ -377,6 +383,10 @@ pub async fn page_html(s: &AppState, sess: &Session) -> Result<Markup, UiError> 
                                         ul.plain { @for (name, n) in &sn.reports { li { (name) ": " (n) } } }
                                     }
                                 }
+                            }
+                            td.diff {
+                                @if let Some(d) = &sn.diff { div { (d.line()) } }
+                                @if let Some(g) = &sn.gate { (super::diff::gate_brief(g)) }
                             }
                             td { (ts(Some(sn.created_at))) }
                             td { (ts(sn.published_at)) }
