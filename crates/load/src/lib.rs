@@ -13,9 +13,11 @@ mod diff;
 mod graph;
 mod plan;
 mod reports;
+mod retention;
 mod snapshot;
 
 pub use reports::{Report, REPORTS};
+pub use retention::sweep_artifacts;
 pub use snapshot::{
     build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, reuse_snapshot, rollback,
     unchanged_snapshot, LoadConfig, LoadError, LoadInput, LoadOutput, LoadTask, PublishInput, PublishOutput,
