@@ -542,7 +542,21 @@ async fn fetch_task_downloads_to_scratch_and_stores_the_zip_under_its_attempt() 
     };
 
     assert_eq!(task.id(), "fetch");
+    // Downloads of other periods in scratch: a finished one goes, one in progress stays.
+    let scratch = artifacts.path().join("scratch");
+    std::fs::create_dir_all(scratch.join("../2026-09/fetch")).unwrap();
+    std::fs::write(scratch.join("../2026-09/fetch/source.zip"), b"old").unwrap();
+    std::fs::create_dir_all(scratch.join("../2026-10/fetch")).unwrap();
+    std::fs::write(scratch.join("../2026-10/fetch/source.zip.part"), b"busy").unwrap();
     let value = task.run(&ctx, &Outputs::new()).await.unwrap();
+    assert!(
+        !scratch.join("../2026-09/fetch").exists(),
+        "an older finished download is removed"
+    );
+    assert!(
+        scratch.join("../2026-10/fetch/source.zip.part").exists(),
+        "a download in progress stays"
+    );
     let zip = artifacts.path().join("scratch/fetch/source.zip");
     assert_eq!(value["path"], serde_json::json!(zip));
     assert_eq!(value["sha256"], sha256(&object));

@@ -37,8 +37,9 @@ use tokio::io::AsyncWriteExt;
 /// Size of one part of a multipart upload: 64 MiB, so a 100 GB object needs 1 600 parts (S3
 /// allows 10 000). A file up to this size is one plain PUT.
 pub const PART_SIZE: usize = 64 << 20;
-/// Parts of one upload in flight at once (memory: about `(1 + this) * PART_SIZE`).
-const PARTS_IN_FLIGHT: usize = 2;
+/// Parts of one upload in flight while the next is filled (memory: about
+/// `(1 + this) * PART_SIZE`, 128 MiB).
+const PARTS_IN_FLIGHT: usize = 1;
 const READ_CHUNK: usize = 1 << 20;
 
 /// An object a stage wrote, as the next stage must find it: its full key in the store, its

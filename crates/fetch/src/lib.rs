@@ -287,6 +287,30 @@ impl Progress {
     }
 }
 
+/// Keeps the scratch folder bounded: the finished downloads of the DAG's other periods go (the
+/// stored objects are what later tasks read). This period's stays, so a rerun of an unchanged
+/// source is a conditional request; a folder with a download in progress stays too.
+async fn forget_other_downloads(scratch_dir: &Path) {
+    let (Some(dag_dir), Some(this)) = (scratch_dir.parent(), scratch_dir.file_name()) else {
+        return;
+    };
+    let Ok(mut entries) = tokio::fs::read_dir(dag_dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let dir = e.path().join("fetch");
+        if e.file_name() == this || !dir.is_dir() || dir.join("source.zip.part").exists() {
+            continue;
+        }
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => tracing::debug!(dir = %dir.display(), "removed an older period's download from scratch"),
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "could not remove an older download from scratch")
+            }
+        }
+    }
+}
+
 /// The `fetch` task of the DAG: downloads the zip into `<scratch_dir>/fetch/` (where a later
 /// attempt on this machine resumes it), uploads it to the artifact store as this attempt's
 /// `source.zip`, and outputs its [`FetchOutput`] with the object's reference.
@@ -322,6 +346,7 @@ impl Stage for FetchTask {
             }
             tracing::info!(key = %object.key, store = %ctx.artifacts.url(), "source.zip stored");
             out.object = Some(object);
+            forget_other_downloads(&ctx.scratch_dir).await;
             Ok(out)
         })
     }
