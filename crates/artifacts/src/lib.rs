@@ -222,10 +222,11 @@ impl Artifacts {
         } else {
             format!("s3://{bucket}/{prefix}")
         };
+        // No overall request timeout: a streamed read of a large object into COPY takes as
+        // long as the COPY does. A stalled transfer is ended by the task's timeout_secs.
         let options = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(10))
-            // A 64 MiB part on a slow link takes a while; a stalled one is retried.
-            .with_timeout(Duration::from_secs(300));
+            .with_timeout_disabled();
         // fetch's credential rules: keys from the environment when set, else web identity
         // (IRSA) or container credentials when their variables are set, else unsigned requests.
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
