@@ -188,6 +188,8 @@ impl CleanTask {
             let key = ctx.artifact_key(Self::ID, &name);
             let object = ctx.artifacts.put_file(&key, &out.join(&name), &cancelled).await?;
             files.insert(name, object);
+            // Some files stored, the record not yet written.
+            reelflow_dag::failpoint("clean.mid_upload");
         }
         let record = CleanRecord { manifest, files };
         let bytes = serde_json::to_vec_pretty(&record)

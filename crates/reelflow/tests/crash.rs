@@ -59,7 +59,27 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_at_every_failpoint_the_next_run_publishes_the_same_snapshot() {
+    aborted_at_every_failpoint(false).await;
+}
+
+/// The same with the artifacts in a bucket of the S3 server (the process keeps only scratch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_at_every_failpoint_with_the_artifacts_in_a_bucket_the_next_run_publishes_the_same_snapshot() {
+    aborted_at_every_failpoint(true).await;
+}
+
+async fn aborted_at_every_failpoint(in_bucket: bool) {
     let s3 = S3Server::start(None).await;
+    s3.create_bucket("artifacts");
+    let reelflow = |db: &TestDb, dir: &Path, endpoint: &str| {
+        let mut c = reelflow(db, dir, endpoint);
+        if in_bucket {
+            // A prefix per database: run and attempt ids start again in a new one.
+            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            c.env("REELFLOW_ARTIFACTS_URL", format!("s3://artifacts/{name}"));
+        }
+        c
+    };
     // An incompressible 2 MB extra entry makes the body arrive in several chunks (for fetch.mid_body);
     // the cleaner ignores it.
     let mut entries = fixture::entries();
@@ -125,6 +145,16 @@ async fn aborted_at_every_failpoint_the_next_run_publishes_the_same_snapshot() {
             Vec::<String>::new(),
             "{point}: leftover artifacts"
         );
+        if in_bucket {
+            // Nothing but scratch on this machine.
+            let own: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n != ".scratch")
+                .collect();
+            assert!(own.is_empty(), "{point}: artifacts outside the bucket: {own:?}");
+        }
         let attempts: i64 =
             sqlx::query_scalar("SELECT count(*) FROM reelflow.attempts WHERE outcome = 'lease_expired'")
                 .fetch_one(&db.pool)
