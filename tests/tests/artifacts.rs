@@ -125,6 +125,7 @@ async fn the_artifact_store_on_the_in_process_s3_server() {
     exercise(&store).await;
     let stats = server.stats();
     assert!(stats.parts >= 2, "a multipart upload: {stats:?}");
+
     assert!(
         stats.create_conflicts >= 1,
         "the create-only record was refused once: {stats:?}"
@@ -211,4 +212,24 @@ async fn the_artifact_store_on_moto_a_second_s3_implementation() {
     )
     .unwrap();
     exercise(&store).await;
+    // A bucket that does not exist is a configuration error, not worth a retry (s3s-fs creates
+    // buckets on demand, moto answers NoSuchBucket as S3 does).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let nowhere = Artifacts::s3_with_keys(
+        "no-such-bucket",
+        "p",
+        &settings(&format!("http://{addr}")),
+        Some(("test", "test")),
+    )
+    .unwrap();
+    let err = nowhere
+        .put_file("p/a/f", &dir.path().join("f"), &|| false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArtifactError::Config { .. }), "{err}");
+    assert!(
+        !err.is_retryable() && err.to_string().contains("bucket does not exist"),
+        "{err}"
+    );
 }

@@ -289,7 +289,16 @@ impl Artifacts {
 
     fn err(&self, key: &str, doing: &'static str) -> impl FnOnce(object_store::Error) -> ArtifactError + '_ {
         let key = key.to_string();
+        let writing = matches!(
+            doing,
+            "uploading" | "writing" | "starting the upload of" | "uploading a part of" | "completing the upload of"
+        );
         move |e| match e {
+            // A write finds no bucket: the configuration is wrong, retrying cannot help.
+            object_store::Error::NotFound { .. } if writing => ArtifactError::Config {
+                url: self.0.url.clone(),
+                reason: format!("writing {key}: the bucket does not exist ({e})"),
+            },
             object_store::Error::NotFound { .. } => ArtifactError::NotFound {
                 store: self.0.url.clone(),
                 key,
