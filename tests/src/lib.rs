@@ -5,3 +5,5 @@ pub mod fixture;
 pub mod http;
 pub mod pg;
 pub mod s3;
+pub mod tcp;
+pub mod webdriver;

@@ -1,7 +1,6 @@
 //! The admin HTTP API over a real socket against a real PostgreSQL.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::Arc;
 
 use reelflow::api::{router, AppState};
@@ -28,15 +27,7 @@ fn dag() -> DagSpec {
 }
 
 async fn start(db: &TestDb, token: Option<&str>) -> SocketAddr {
-    let state = Arc::new(AppState {
-        pool: db.pool.clone(),
-        dag: dag(),
-        token: token.map(String::from),
-        heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
-        liveness_secs: 60,
-        shutting_down: AtomicBool::new(false),
-        engine: None,
-    });
+    let state = Arc::new(AppState::new(db.pool.clone(), dag(), token.map(String::from)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -198,4 +189,64 @@ async fn without_a_token_mutations_are_disabled_and_probes_answer() {
         request(addr, "GET", "/api/v1/snapshots", &[], None).await.json()["snapshots"],
         serde_json::json!([])
     );
+}
+
+#[tokio::test]
+async fn cancel_and_backfill_guards_over_http() {
+    let db = TestDb::new().await;
+    let addr = start(&db, Some(TOKEN)).await;
+    // A period whose month has not ended: 400, nothing created.
+    for (path, body) in [
+        ("/api/v1/runs", r#"{"period":"2031-01"}"#),
+        ("/api/v1/backfill", r#"{"from":"2030-11","to":"2031-01"}"#),
+    ] {
+        let r = request(addr, "POST", path, &[AUTH], Some(body)).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2031-01 is in the future"));
+    }
+    // More than engine.max_backfill_runs (36 by default) needs "yes".
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/backfill",
+        &[AUTH],
+        Some(r#"{"from":"2000-01","to":"2024-12"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("would create 300 runs"), "{}", r.body);
+    let r = request(addr, "GET", "/api/v1/runs", &[], None).await;
+    assert_eq!(r.json()["runs"], serde_json::json!([]));
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/backfill",
+        &[AUTH],
+        Some(r#"{"from":"2022-01","to":"2024-12","yes":true}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.json()["count"].as_i64(), r.json()["created"].as_i64()),
+        (Some(36), Some(36))
+    );
+    let first = r.json()["runs"][0]["run"]["id"].as_i64().unwrap();
+
+    let r = request(addr, "POST", &format!("/api/v1/runs/{first}/cancel"), &[], None).await;
+    assert_eq!(r.status, 401);
+    let r = request(addr, "POST", &format!("/api/v1/runs/{first}/cancel"), &[AUTH], None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["not_run"], serde_json::json!(["fetch", "clean", "load"]));
+    let r = request(addr, "POST", &format!("/api/v1/runs/{first}/cancel"), &[AUTH], None).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = request(addr, "POST", "/api/v1/runs/999999/cancel", &[AUTH], None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = request(addr, "POST", "/api/v1/backfill/cancel", &[AUTH], None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["cancelled"].as_array().unwrap().len(), 35);
+    let r = request(addr, "GET", "/api/v1/runs?state=failed&limit=100", &[], None).await;
+    assert_eq!(r.json()["runs"].as_array().unwrap().len(), 36);
 }

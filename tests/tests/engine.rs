@@ -41,12 +41,6 @@ impl Task for FakeTask {
         let _ = inputs;
         (self.behaviour)(ctx, n)
     }
-    fn measures(&self, _output: &serde_json::Value) -> Vec<reelflow_dag::Measure> {
-        vec![]
-    }
-    fn summary(&self, _output: &serde_json::Value) -> Vec<String> {
-        vec![]
-    }
 }
 
 fn ok_task(id: &'static str, log: &Arc<Mutex<Vec<(String, String)>>>) -> Arc<FakeTask> {

@@ -288,7 +288,8 @@ fn reelflow_command(env: &RunEnv<'_>, url: &str, artifacts: &Path) -> Command {
         .env("DATABASE_URL", url)
         .env("REELFLOW_ARTIFACTS_DIR", artifacts)
         .env("REELFLOW_FETCH_S3_ENDPOINT", env.endpoint)
-        .env("REELFLOW_LOG", "info")
+        // Load job timings are debug lines of the job graph.
+        .env("REELFLOW_LOG", "info,reelflow_load::graph=debug")
         .env("REELFLOW_LOG_FORMAT", "json");
     c
 }

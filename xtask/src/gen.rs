@@ -1,7 +1,7 @@
 //! `cargo xtask gen-dataset`: a deterministic stand-in for The Movies Dataset zip.
 //!
-//! Same seven files, headers, value formats, line endings and traps as the real zip
-//! (`../shared/DESIGN.md` section 2), with row counts scaled linearly by `--scale` (scale 1
+//! Same seven files, headers, value formats, line endings and traps as the real zip (the traps
+//! README's performance section lists), with row counts scaled linearly by `--scale` (scale 1
 //! gives the real counts and sizes). Every value is made up: our own vocabulary, syllables and
 //! number distributions shaped after the real files, never a row of them.
 //!

@@ -101,6 +101,12 @@ impl CleanError {
         }
     }
 
+    /// Whether the downloaded bytes are damaged (a truncated or corrupt zip): cleaning them
+    /// again cannot help, fetching them again can.
+    pub fn needs_refetch(&self) -> bool {
+        matches!(self, CleanError::Zip { .. } | CleanError::Corrupt { .. })
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         CleanError::Io {
             path: path.into(),

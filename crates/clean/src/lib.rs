@@ -16,9 +16,12 @@
 //! - Memory does not grow with the ratings file: only movie ids, dimension keys and the
 //!   MovieLens user ids (8 bytes each) are held, when the file is grouped by user.
 //!
-//! Processing order: `movies_metadata.csv` first (its accepted ids decide which `credits.csv`
-//! and `keywords.csv` rows are kept), then credits, keywords, links, links_small, ratings,
-//! ratings_small. Per-file rules:
+//! Processing order: two threads, each with a reading thread of its own. The first cleans
+//! `movies_metadata.csv` (its accepted ids decide which `credits.csv` and `keywords.csv` rows
+//! are kept), then credits and keywords; the second cleans links, links_small, ratings and
+//! ratings_small, which need nothing from the movie files. The second thread's rejects are
+//! appended after the first's, so the output equals a single thread's. Per-file rules (one
+//! module per file under `clean/`):
 //! - columns are found by header name (any order; a missing one is [`CleanError::BadHeader`]);
 //!   a UTF-8 BOM is dropped; CRLF and LF both work; a record whose width differs from the
 //!   header's is rejected `field_count`, one that is not UTF-8 `invalid_utf8`;

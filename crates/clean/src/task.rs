@@ -173,11 +173,14 @@ impl CleanTask {
         let cfg = self.config.clone();
         let cancel = ctx.cancel.clone();
         let dir = out.clone();
-        let manifest =
-            tokio::task::spawn_blocking(move || clean_zip_with_cancel(&zip, &dir, &cfg, &|| cancel.is_cancelled()))
-                .await
-                .map_err(|e| TaskError::fatal(format!("clean: the cleaning thread failed: {e}")))?
-                .map_err(task_error)?;
+        // The blocking thread does not inherit the task's span: enter it there.
+        let span = tracing::Span::current();
+        let manifest = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| clean_zip_with_cancel(&zip, &dir, &cfg, &|| cancel.is_cancelled()))
+        })
+        .await
+        .map_err(|e| TaskError::fatal(format!("clean: the cleaning thread failed: {e}")))?
+        .map_err(|e| task_error(e, ctx.run_id))?;
         let names = manifest
             .tables
             .values()
@@ -207,10 +210,14 @@ impl CleanTask {
     }
 }
 
-fn task_error(e: CleanError) -> TaskError {
+fn task_error(e: CleanError, run_id: i64) -> TaskError {
     match e {
         CleanError::Cancelled => TaskError::cancelled(),
         e if e.is_retryable() => TaskError::retryable(format!("clean: {e}")),
+        e if e.needs_refetch() => TaskError::fatal(format!(
+            "clean: {e}; the downloaded archive is damaged, so cleaning it again will not help: \
+             fetch it again with `reelflow tasks retry {run_id} fetch --downstream`"
+        )),
         e => TaskError::fatal(format!("clean: {e}")),
     }
 }

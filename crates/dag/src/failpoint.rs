@@ -5,7 +5,8 @@
 //! PostgreSQL under a stage), after printing `reelflow: failpoint NAME: sleeping` to stderr.
 //! Unset, a failpoint costs one load of a cached flag.
 //!
-//! This is the one place this crate reads its environment; it never writes anything.
+//! This is the one place this crate reads its environment, and the line a sleeping failpoint
+//! prints to stderr is the only output it makes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};

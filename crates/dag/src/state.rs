@@ -52,7 +52,8 @@ macro_rules! text_enum {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                // `pad`, so `{:<9}` in a table lines up.
+                f.pad(self.as_str())
             }
         }
 
@@ -93,8 +94,6 @@ text_enum! {
         /// Failed a try; the next one may start at `next_attempt_at`.
         UpForRetry = "up_for_retry",
         UpstreamFailed = "upstream_failed",
-        /// Will not run: its run was cancelled before it started.
-        Skipped = "skipped",
     }
 }
 
@@ -127,15 +126,12 @@ text_enum! {
 impl TaskState {
     /// Nothing more will happen to the task unless an operator acts.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Success | TaskState::Failed | TaskState::UpstreamFailed | TaskState::Skipped
-        )
+        matches!(self, TaskState::Success | TaskState::Failed | TaskState::UpstreamFailed)
     }
 
     /// Downstream tasks may run after it.
     pub fn lets_downstream_run(self) -> bool {
-        matches!(self, TaskState::Success | TaskState::Skipped)
+        self == TaskState::Success
     }
 
     /// Downstream tasks cannot run after it.
@@ -400,25 +396,13 @@ mod tests {
                 run: Some(RunState::Success),
             },
             Case {
-                name: "skipped counts as done for downstream and the run",
-                shape: chain(),
-                before: vec![
-                    ("fetch", Success),
-                    ("clean", Skipped),
-                    ("load", None),
-                    ("publish", None),
-                ],
-                changes: vec![("load", Queued)],
-                run: Option::None,
-            },
-            Case {
-                name: "a cancelled run: skipped tasks end it failed when one failed",
+                name: "a cancelled run: a failed task and the tasks it blocked end it failed",
                 shape: chain(),
                 before: vec![
                     ("fetch", Failed),
-                    ("clean", Skipped),
-                    ("load", Skipped),
-                    ("publish", Skipped),
+                    ("clean", UpstreamFailed),
+                    ("load", UpstreamFailed),
+                    ("publish", UpstreamFailed),
                 ],
                 changes: vec![],
                 run: Some(RunState::Failed),

@@ -195,9 +195,13 @@ pub trait Task: Send + Sync {
         inputs: &'a Outputs,
     ) -> BoxFuture<'a, Result<serde_json::Value, TaskError>>;
     /// [`Stage::measures`] of a stored output (nothing when it cannot be read).
-    fn measures(&self, output: &serde_json::Value) -> Vec<Measure>;
+    fn measures(&self, _output: &serde_json::Value) -> Vec<Measure> {
+        Vec::new()
+    }
     /// [`Stage::summary`] of a stored output (nothing when it cannot be read).
-    fn summary(&self, output: &serde_json::Value) -> Vec<String>;
+    fn summary(&self, _output: &serde_json::Value) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Reads the outputs of `task`'s upstream tasks as its typed input. A missing output (an

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use reelflow_dag::{BoxFuture, Cancel, Measure, NoInput, Stage, TaskContext, TaskError};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 
 pub use error::FetchError;
 pub use source::{Source, DEFAULT_SOURCE};
@@ -166,7 +165,8 @@ pub async fn fetch(
     cancel: &Cancel,
 ) -> Result<FetchOutput, FetchError> {
     let location = source.to_string();
-    let span = tracing::info_span!("fetch", source = %location);
+    // No span of its own: its lines keep the caller's (the task's run id, task and try), so
+    // `jq 'select(.span.run_id == N)'` finds them; the final lines name the source.
     async {
         fs_create_dir(dest_dir, &location).await?;
         if cancel.is_cancelled() {
@@ -188,20 +188,20 @@ pub async fn fetch(
         };
         match &result {
             Ok(out) if out.reused => {
-                tracing::info!(size = out.size, sha256 = %out.sha256, "source unchanged; reusing the earlier download")
+                tracing::info!(source = %location, size = out.size, sha256 = %out.sha256, "source unchanged; reusing the earlier download")
             }
             Ok(out) => tracing::info!(
+                source = %location,
                 size = out.size,
                 sha256 = %out.sha256,
                 resumes = out.resumes,
                 seconds = started.elapsed().as_secs_f64(),
                 "fetched"
             ),
-            Err(e) => tracing::warn!(error = %e, retryable = e.is_retryable(), "fetch failed"),
+            Err(e) => tracing::warn!(source = %location, error = %e, retryable = e.is_retryable(), "fetch failed"),
         }
         result
     }
-    .instrument(span)
     .await
 }
 
@@ -273,17 +273,15 @@ impl Progress {
         }
         self.last = Instant::now();
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = bytes.saturating_sub(self.start_bytes) as f64 / secs / (1024.0 * 1024.0);
-        match self.total {
-            Some(total) if total > 0 => tracing::info!(
-                bytes,
-                total,
-                percent = format!("{:.1}", bytes as f64 * 100.0 / total as f64),
-                mib_per_s = format!("{rate:.1}"),
-                "downloading"
-            ),
-            _ => tracing::info!(bytes, mib_per_s = format!("{rate:.1}"), "downloading"),
-        }
+        let per_sec = bytes.saturating_sub(self.start_bytes) as f64 / secs;
+        let event = reelflow_dag::ProgressEvent {
+            item: "source.zip".into(),
+            done: bytes,
+            total: self.total.filter(|t| *t > 0),
+            unit: reelflow_dag::Unit::Bytes,
+            per_sec,
+        };
+        reelflow_dag::report_progress("downloading", &event);
     }
 }
 

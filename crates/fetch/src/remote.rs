@@ -88,7 +88,11 @@ pub(crate) async fn fetch_remote(ctx: &Ctx<'_>) -> Result<FetchOutput, FetchErro
                     });
                 }
                 Ok(r) => {
-                    tracing::info!(old_etag = ?prev.etag, new_etag = ?r.meta.e_tag, "the object changed since the last fetch");
+                    tracing::info!(
+                        old_etag = prev.etag.as_deref().unwrap_or("none"),
+                        new_etag = r.meta.e_tag.as_deref().unwrap_or("none"),
+                        "the object changed since the last fetch"
+                    );
                     let w = PartWriter::create(&paths.part).await.map_err(ctx.io(&paths.part))?;
                     started = Some((w, r));
                 }
@@ -445,7 +449,7 @@ fn classify(ctx: &Ctx<'_>, e: &object_store::Error) -> FetchError {
         Some(s @ (408 | 429 | 500..=599)) => FetchError::Server {
             location,
             status: s,
-            detail: short(&text),
+            detail: reason_phrase(&text).unwrap_or_else(|| short(&text)),
         },
         _ if text.contains("Server returned error response") => {
             // S3 may report InternalError/SlowDown in the body of a 200.
@@ -482,6 +486,25 @@ fn status_in(e: &object_store::Error) -> Option<u16> {
     })
 }
 
+/// `Service Unavailable` (and the S3 error code, if any) from object_store's "status code: 503
+/// Service Unavailable: <body>" text, instead of its whole wrapping.
+fn reason_phrase(text: &str) -> Option<String> {
+    let at = text.find("status code: ")? + "status code: ".len() + 3;
+    let rest = text.get(at..)?.trim_start();
+    let phrase = rest.split(':').next()?.trim();
+    let mut d = if phrase.is_empty() {
+        "no reason given".to_string()
+    } else {
+        short(phrase)
+    };
+    if let Some(code) = s3_code(text) {
+        d.push_str(" (");
+        d.push_str(code);
+        d.push(')');
+    }
+    Some(d)
+}
+
 /// The S3 error code (`<Code>SignatureDoesNotMatch</Code>`) in an error body.
 fn s3_code(text: &str) -> Option<&str> {
     let start = text.find("<Code>")? + "<Code>".len();
@@ -492,6 +515,8 @@ fn s3_code(text: &str) -> Option<&str> {
 fn short(text: &str) -> String {
     const MAX: usize = 400;
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // An empty response body leaves "…503 Service Unavailable: " behind.
+    let one_line = one_line.trim_end_matches([':', ' ', '-']).to_string();
     if one_line.len() <= MAX {
         return one_line;
     }

@@ -17,7 +17,7 @@
 
 use sqlx::PgConnection;
 
-use crate::snapshot::{q, LoadError, PUBLISHED_SCHEMA};
+use crate::types::{q, LoadError, PUBLISHED_SCHEMA};
 use reelflow_clean::table;
 
 /// The base's hashes while the load runs (dropped by the diff job).

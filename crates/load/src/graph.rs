@@ -11,7 +11,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 use crate::plan::{Plan, Step};
-use crate::snapshot::{copy_file, open, LoadError};
+use crate::snapshot::{copy_file, open};
+use crate::types::LoadError;
 
 /// What a job does.
 #[derive(Debug, Clone)]

@@ -10,16 +10,27 @@
 //! - Every snapshot has a row in `reelflow.snapshots`; a schema is never created without one.
 
 mod diff;
+mod gate;
 mod graph;
+mod orphans;
 mod plan;
+mod publish;
 mod reports;
 mod retention;
+mod reuse;
 mod snapshot;
+mod task;
+mod types;
 
+pub use gate::{
+    diff_summary, failure_message, run_checks, Check, DiffSummary, GateConfig, GateOutput, SqlCheck, ValidateInput,
+    ValidateTask,
+};
+pub use orphans::sweep_orphans;
+pub use publish::{list_snapshots, publish, publish_with, roll, rollback};
 pub use reports::{Report, REPORTS};
 pub use retention::sweep_artifacts;
-pub use snapshot::{
-    build_id, create_table_sql, fk_sql, key_sql, list_snapshots, load_snapshot, publish, reuse_snapshot, rollback,
-    unchanged_snapshot, LoadConfig, LoadError, LoadInput, LoadOutput, LoadTask, PublishInput, PublishOutput,
-    PublishTask, SnapshotInfo, PUBLISHED_SCHEMA,
-};
+pub use reuse::{build_id, reuse_snapshot, unchanged_snapshot};
+pub use snapshot::{create_table_sql, fk_sql, key_sql, load_snapshot};
+pub use task::{LoadInput, LoadTask, PublishInput, PublishTask};
+pub use types::{LoadConfig, LoadError, LoadOutput, PublishOutput, RollTarget, SnapshotInfo, PUBLISHED_SCHEMA};

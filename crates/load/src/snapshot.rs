@@ -1,179 +1,17 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use futures::StreamExt as _;
 use reelflow_artifacts::{ArtifactError, Artifacts, ObjectRef};
-use reelflow_clean::{CleanOutput, CleanRecord, Manifest, TableDef, TABLES};
-use reelflow_dag::{BoxFuture, Measure, Stage, TaskContext, TaskError};
-use serde::{Deserialize, Serialize};
+use reelflow_clean::{CleanRecord, Manifest, TableDef, TABLES};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::graph::{self, Job, Work};
 use crate::reports::REPORTS;
-
-/// The stable schema name consumers read.
-pub const PUBLISHED_SCHEMA: &str = "movies";
-
-/// How loads run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LoadConfig {
-    /// Concurrent COPY streams and index builds.
-    pub parallelism: usize,
-    /// Published snapshots kept besides the current one (for rollback); older ones are dropped.
-    pub keep_previous: usize,
-    /// `maintenance_work_mem` of the load's sessions (index builds sort in it); empty keeps
-    /// the server's setting.
-    pub maintenance_work_mem: String,
-    /// Reuse the period's snapshot when the source's SHA-256 and the build are unchanged.
-    pub reuse_unchanged: bool,
-    /// A table with a quarter of the clean output or more whose file is at least this big is
-    /// COPYed in `parallelism` parts at once.
-    pub split_copy_min_bytes: u64,
-}
-
-impl Default for LoadConfig {
-    fn default() -> Self {
-        LoadConfig {
-            parallelism: 2,
-            keep_previous: 2,
-            maintenance_work_mem: "512MB".into(),
-            reuse_unchanged: true,
-            split_copy_min_bytes: 64 << 20,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    #[error("database error while {doing}: {source}")]
-    Db { doing: String, source: sqlx::Error },
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("validation failed for snapshot {schema}: {detail}")]
-    Validation { schema: String, detail: String },
-    #[error("the clean output is incomplete: {0}")]
-    BadInput(String),
-    #[error("snapshot {id} cannot be published: {reason}")]
-    NotPublishable { id: i64, reason: String },
-    #[error("nothing to roll back to: no earlier published snapshot is kept")]
-    NoPrevious,
-    #[error("the load's job plan is invalid (a bug): {0}")]
-    Plan(String),
-    #[error("{0}")]
-    Artifact(#[from] ArtifactError),
-}
-
-impl LoadError {
-    pub(crate) fn db(doing: impl Into<String>) -> impl FnOnce(sqlx::Error) -> LoadError {
-        let doing = doing.into();
-        move |source| LoadError::Db { doing, source }
-    }
-
-    /// Connection losses, server restarts, lack of resources and serialisation failures can
-    /// pass; bad data and constraint violations cannot.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            LoadError::Db { source, .. } => match source {
-                sqlx::Error::Database(e) => {
-                    let code = e.code().map(|c| c.to_string()).unwrap_or_default();
-                    code.starts_with("08")
-                        || code.starts_with("53")
-                        || code.starts_with("57")
-                        || code == "40001"
-                        || code == "40P01"
-                        || code == "55P03"
-                }
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::WorkerCrashed => true,
-                _ => false,
-            },
-            LoadError::Io { source, .. } => source.raw_os_error() == Some(28),
-            LoadError::Artifact(e) => e.is_retryable(),
-            _ => false,
-        }
-    }
-}
-
-impl From<LoadError> for TaskError {
-    fn from(e: LoadError) -> TaskError {
-        let mut message = e.to_string();
-        // A COPY error names the offending row only in the `where` field.
-        if let LoadError::Db {
-            source: sqlx::Error::Database(db),
-            ..
-        } = &e
-        {
-            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-                if let Some(w) = pg.r#where() {
-                    message.push_str(&format!(" ({w})"));
-                }
-            }
-        }
-        if e.is_retryable() {
-            TaskError::retryable(message)
-        } else {
-            TaskError::fatal(message)
-        }
-    }
-}
-
-/// What a successful load produced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoadOutput {
-    pub snapshot_id: i64,
-    pub schema: String,
-    pub rows: BTreeMap<String, u64>,
-    pub rejects: u64,
-    pub seconds: f64,
-    /// The snapshot was already built from the same source by the same build: nothing loaded.
-    #[serde(default)]
-    pub reused: bool,
-}
-
-/// What publishing did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PublishOutput {
-    pub snapshot_id: i64,
-    pub period: String,
-    /// The snapshot that `movies` showed before.
-    pub replaced: Option<i64>,
-    pub dropped: Vec<i64>,
-    /// false when the snapshot is of an older period than the one `movies` shows (a backfill):
-    /// it is kept as that period's snapshot but `movies` stays on the newer period.
-    #[serde(default = "yes")]
-    pub current: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A row of `reelflow.snapshots`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SnapshotInfo {
-    pub id: i64,
-    pub dag_id: String,
-    pub period: String,
-    pub state: String,
-    pub schema_name: String,
-    pub rows_total: Option<i64>,
-    pub rejects_total: Option<i64>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub published_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub error: Option<String>,
-}
-
-pub(crate) fn q(schema: &str) -> String {
-    format!("\"{}\"", schema.replace('"', "\"\""))
-}
+use crate::reuse::build_id;
+pub(crate) use crate::types::q;
+use crate::types::{LoadConfig, LoadError, LoadOutput};
 
 fn sub(sql: &str, schema: &str) -> String {
     sql.replace("{s}", &q(schema))
@@ -270,8 +108,14 @@ pub(crate) async fn copy_file(
     while let Some(chunk) = body.next().await {
         if last_progress.elapsed() >= std::time::Duration::from_secs(5) {
             last_progress = Instant::now();
-            let mb = sent as f64 / 1e6;
-            tracing::info!(key = %object.key, mb_sent = mb as u64, mb_per_sec = (mb / started.elapsed().as_secs_f64()) as u64, "copying");
+            let event = reelflow_dag::ProgressEvent {
+                item: object.key.rsplit('/').next().unwrap_or_default().to_string(),
+                done: sent,
+                total: Some(expected),
+                unit: reelflow_dag::Unit::Bytes,
+                per_sec: sent as f64 / started.elapsed().as_secs_f64().max(1e-3),
+            };
+            reelflow_dag::report_progress("copying", &event);
         }
         let chunk = match chunk {
             Ok(c) => c,
@@ -444,6 +288,10 @@ pub async fn load_snapshot(
         .await
         .map_err(LoadError::db("taking the period's load lock"))?;
     drop_leftovers(&mut guard, dag_id, period).await?;
+    // Other periods' orphans too (this period's lock is ours, so its building ones are skipped).
+    if let Err(e) = crate::orphans::sweep_orphans(pool).await {
+        tracing::warn!(error = %e, "could not drop orphaned snapshots now; a later sweep will");
+    }
 
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO reelflow.snapshots (dag_id, period, run_id, schema_name, state, source_sha256, manifest, build_id)
@@ -760,6 +608,10 @@ async fn build(
             copies_left -= 1;
             if copies_left == 0 {
                 tracing::info!(schema, seconds = started.elapsed().as_secs_f64(), "COPY done");
+                reelflow_dag::report_progress(
+                    "building keys",
+                    &reelflow_dag::ProgressEvent::step("building keys and indexes"),
+                );
                 reelflow_dag::failpoint("load.after_copy");
             }
         } else if (keys_start..keys_end).contains(&i) {
@@ -769,6 +621,10 @@ async fn build(
                     schema,
                     seconds = started.elapsed().as_secs_f64(),
                     "keys and indexes built"
+                );
+                reelflow_dag::report_progress(
+                    "building reports",
+                    &reelflow_dag::ProgressEvent::step("building reports"),
                 );
                 reelflow_dag::failpoint("load.after_keys");
             }
@@ -850,462 +706,6 @@ async fn store_counts(conn: &mut PgConnection, manifest: &Manifest, schema: &str
     .await
     .map_err(LoadError::db("storing unparsable counts"))?;
     Ok(())
-}
-
-/// Publishes a `ready` snapshot: in one transaction the current `movies` schema goes back to
-/// its own name and the new one becomes `movies`. Readers see the old or the new snapshot,
-/// never a mix and never none. Published snapshots beyond `keep_previous` are then dropped.
-pub async fn publish(pool: &PgPool, snapshot_id: i64, keep_previous: usize) -> Result<PublishOutput, LoadError> {
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(LoadError::db("starting the publish transaction"))?;
-    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
-    let row = sqlx::query("SELECT state, schema_name, period FROM reelflow.snapshots WHERE id = $1")
-        .bind(snapshot_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(LoadError::db("reading the snapshot"))?
-        .ok_or(LoadError::NotPublishable {
-            id: snapshot_id,
-            reason: "no such snapshot".into(),
-        })?;
-    let (state, schema, period): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    if state == "published" {
-        return Ok(PublishOutput {
-            snapshot_id,
-            period,
-            replaced: None,
-            dropped: vec![],
-            current: true,
-        });
-    }
-    if state != "ready" {
-        // Published before and that publish's result was lost (the worker died before
-        // recording it): it was kept as an older period's snapshot (a backfill), and may have
-        // been retired, rolled back or dropped by retention since. The publish happened; do not
-        // undo what came after it. Only if no later snapshot of the period was published.
-        let repeat: bool = sqlx::query_scalar(
-            "SELECT s.published_at IS NOT NULL AND NOT EXISTS (
-                 SELECT 1 FROM reelflow.snapshots l
-                 WHERE l.dag_id = s.dag_id AND l.period = s.period AND l.id > s.id AND l.published_at IS NOT NULL)
-             FROM reelflow.snapshots s WHERE s.id = $1",
-        )
-        .bind(snapshot_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(LoadError::db("reading the period's snapshots"))?;
-        if repeat {
-            tracing::info!(snapshot_id, state = %state, "published before; nothing to do");
-            return Ok(PublishOutput {
-                snapshot_id,
-                period,
-                replaced: None,
-                dropped: vec![],
-                current: false,
-            });
-        }
-    }
-    if state != "ready" {
-        return Err(LoadError::NotPublishable {
-            id: snapshot_id,
-            reason: format!("it is {state}, not ready"),
-        });
-    }
-    let newer: Option<String> =
-        sqlx::query_scalar("SELECT period FROM reelflow.snapshots WHERE state = 'published' AND period > $1")
-            .bind(&period)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(LoadError::db("reading the published period"))?;
-    if let Some(newer) = newer {
-        // A backfill of an older period: keep its snapshot, leave `movies` on the newer one.
-        sqlx::query("UPDATE reelflow.snapshots SET state = 'retired', published_at = now() WHERE id = $1")
-            .bind(snapshot_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(LoadError::db("keeping the older period's snapshot"))?;
-        tx.commit().await.map_err(LoadError::db("committing the publish"))?;
-        let dropped = prune(pool, keep_previous).await?;
-        tracing::info!(snapshot_id, period = %period, newer = %newer, "snapshot kept; movies stays on the newer period");
-        return Ok(PublishOutput {
-            snapshot_id,
-            period,
-            replaced: None,
-            dropped,
-            current: false,
-        });
-    }
-    let replaced = switch_to(&mut tx, snapshot_id, &schema, "retired").await?;
-    reelflow_dag::failpoint("publish.before_commit");
-    tx.commit().await.map_err(LoadError::db("committing the publish"))?;
-    reelflow_dag::failpoint("publish.after_commit");
-    let dropped = prune(pool, keep_previous).await?;
-    tracing::info!(snapshot_id, period = %period, ?replaced, ?dropped, "snapshot published");
-    Ok(PublishOutput {
-        snapshot_id,
-        period,
-        replaced,
-        dropped,
-        current: true,
-    })
-}
-
-/// Inside `tx`: renames the published schema back to its own name (its row gets `old_state`)
-/// and `schema` to `movies`. Returns the id of the snapshot that was replaced.
-async fn switch_to(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    id: i64,
-    schema: &str,
-    old_state: &str,
-) -> Result<Option<i64>, LoadError> {
-    let current = sqlx::query("SELECT id, schema_name FROM reelflow.snapshots WHERE state = 'published'")
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(LoadError::db("finding the published snapshot"))?;
-    let published_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(PUBLISHED_SCHEMA)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(LoadError::db("looking for the movies schema"))?;
-    let replaced = match current {
-        Some(row) => {
-            let (old_id, old_schema): (i64, String) = (row.get(0), row.get(1));
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "ALTER SCHEMA {} RENAME TO {}",
-                q(PUBLISHED_SCHEMA),
-                q(&old_schema)
-            )))
-            .execute(&mut **tx)
-            .await
-            .map_err(LoadError::db("renaming the published schema"))?;
-            sqlx::query("UPDATE reelflow.snapshots SET state = $2, retired_at = now() WHERE id = $1")
-                .bind(old_id)
-                .bind(old_state)
-                .execute(&mut **tx)
-                .await
-                .map_err(LoadError::db("retiring the published snapshot"))?;
-            Some(old_id)
-        }
-        None if published_exists => {
-            return Err(LoadError::NotPublishable {
-                id,
-                reason: format!(
-                    "a schema named {PUBLISHED_SCHEMA} exists that reelflow did not publish; rename or drop it"
-                ),
-            })
-        }
-        None => None,
-    };
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER SCHEMA {} RENAME TO {}",
-        q(schema),
-        q(PUBLISHED_SCHEMA)
-    )))
-    .execute(&mut **tx)
-    .await
-    .map_err(LoadError::db("renaming the new snapshot to movies"))?;
-    sqlx::query("UPDATE reelflow.snapshots SET state = 'published', published_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(&mut **tx)
-        .await
-        .map_err(LoadError::db("marking the snapshot published"))?;
-    Ok(replaced)
-}
-
-/// Drops retired snapshots beyond the `keep` most recently published ones.
-async fn prune(pool: &PgPool, keep: usize) -> Result<Vec<i64>, LoadError> {
-    let old = sqlx::query(
-        "SELECT id, schema_name FROM reelflow.snapshots WHERE state IN ('retired', 'rolled_back')
-         ORDER BY published_at DESC NULLS LAST, id DESC OFFSET $1",
-    )
-    .bind(keep as i64)
-    .fetch_all(pool)
-    .await
-    .map_err(LoadError::db("listing old snapshots"))?;
-    let mut dropped = Vec::new();
-    for row in old {
-        let (id, schema): (i64, String) = (row.get(0), row.get(1));
-        let mut tx = pool.begin().await.map_err(LoadError::db("starting a drop"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            q(&schema)
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(LoadError::db(format!("dropping {schema}")))?;
-        sqlx::query("UPDATE reelflow.snapshots SET state = 'dropped', dropped_at = now() WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(LoadError::db("recording a dropped snapshot"))?;
-        tx.commit().await.map_err(LoadError::db("committing a drop"))?;
-        dropped.push(id);
-    }
-    Ok(dropped)
-}
-
-/// Publishes the most recent earlier snapshot again; the current one becomes `rolled_back`
-/// (kept, but never chosen by a later rollback).
-pub async fn rollback(pool: &PgPool) -> Result<PublishOutput, LoadError> {
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(LoadError::db("starting the rollback transaction"))?;
-    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
-    let prev = sqlx::query(
-        "SELECT id, schema_name, period FROM reelflow.snapshots WHERE state = 'retired'
-         ORDER BY retired_at DESC NULLS LAST, id DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(LoadError::db("finding the previous snapshot"))?
-    .ok_or(LoadError::NoPrevious)?;
-    let (id, schema, period): (i64, String, String) = (prev.get(0), prev.get(1), prev.get(2));
-    let replaced = switch_to(&mut tx, id, &schema, "rolled_back").await?;
-    tx.commit().await.map_err(LoadError::db("committing the rollback"))?;
-    tracing::info!(snapshot_id = id, period = %period, ?replaced, "rolled back");
-    Ok(PublishOutput {
-        snapshot_id: id,
-        period,
-        replaced,
-        dropped: vec![],
-        current: true,
-    })
-}
-
-/// Every snapshot that still has a schema, newest first, then the rest.
-pub async fn list_snapshots(pool: &PgPool) -> Result<Vec<SnapshotInfo>, LoadError> {
-    let rows = sqlx::query(
-        "SELECT id, dag_id, period, state, CASE WHEN state = 'published' THEN 'movies' ELSE schema_name END,
-                rows_total, rejects_total, created_at, published_at, error
-         FROM reelflow.snapshots ORDER BY id DESC",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(LoadError::db("listing snapshots"))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| SnapshotInfo {
-            id: r.get(0),
-            dag_id: r.get(1),
-            period: r.get(2),
-            state: r.get(3),
-            schema_name: r.get(4),
-            rows_total: r.get(5),
-            rejects_total: r.get(6),
-            created_at: r.get(7),
-            published_at: r.get(8),
-            error: r.get(9),
-        })
-        .collect())
-}
-
-/// A fingerprint of what a load builds: the reelflow version, the source of the cleaner and
-/// the loader (hashed by `build.rs`), the manifest format, the table definitions and the report
-/// SQL. Stored with each snapshot.
-pub fn build_id() -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(env!("CARGO_PKG_VERSION"));
-    h.update(env!("REELFLOW_LOAD_SOURCE_HASH"));
-    h.update(reelflow_clean::MANIFEST_FORMAT.to_le_bytes());
-    h.update(format!("{TABLES:?}"));
-    h.update(format!("{REPORTS:?}"));
-    hex::encode(&h.finalize()[..16])
-}
-
-/// The snapshot of `(dag_id, period)` that a new load of a source with this SHA-256 would only
-/// rebuild: the period's newest kept snapshot, if it is published (current or kept for an
-/// older period), came from the same bytes and was built by this same [`build_id`]. A
-/// snapshot that was rolled back away from is never reused.
-pub async fn unchanged_snapshot(
-    pool: &PgPool,
-    dag_id: &str,
-    period: &str,
-    source_sha256: &str,
-) -> Result<Option<i64>, LoadError> {
-    let row = sqlx::query(
-        "SELECT id, state, source_sha256, build_id FROM reelflow.snapshots
-         WHERE dag_id = $1 AND period = $2 AND dropped_at IS NULL AND state NOT IN ('building', 'failed')
-         ORDER BY id DESC LIMIT 1",
-    )
-    .bind(dag_id)
-    .bind(period)
-    .fetch_optional(pool)
-    .await
-    .map_err(LoadError::db("looking for an unchanged snapshot"))?;
-    Ok(row.and_then(|r| {
-        let (id, state, sha, build): (i64, String, Option<String>, Option<String>) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        let kept = state == "published" || state == "retired";
-        (kept && sha.as_deref() == Some(source_sha256) && build.as_deref() == Some(build_id().as_str())).then_some(id)
-    }))
-}
-
-/// The [`LoadOutput`] of an existing, still kept snapshot, marked `reused`.
-pub async fn reuse_snapshot(pool: &PgPool, id: i64) -> Result<LoadOutput, LoadError> {
-    let row = sqlx::query(
-        "SELECT state, CASE WHEN state = 'published' THEN 'movies' ELSE schema_name END, row_counts, rejects_total
-         FROM reelflow.snapshots WHERE id = $1 AND dropped_at IS NULL",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await
-    .map_err(LoadError::db("reading the reused snapshot"))?
-    .ok_or_else(|| LoadError::NotPublishable {
-        id,
-        reason: "it was dropped after the clean task chose to reuse it; retry the clean task".into(),
-    })?;
-    let state: String = row.get(0);
-    if state != "published" && state != "retired" {
-        return Err(LoadError::NotPublishable {
-            id,
-            reason: format!("it is {state} now; retry the clean task"),
-        });
-    }
-    let counts: Option<serde_json::Value> = row.get(2);
-    let rows: BTreeMap<String, u64> = counts.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
-    Ok(LoadOutput {
-        snapshot_id: id,
-        schema: row.get(1),
-        rows,
-        rejects: row.get::<Option<i64>, _>(3).unwrap_or(0) as u64,
-        seconds: 0.0,
-        reused: true,
-    })
-}
-
-/// What the `load` task reads: the `clean` task's output.
-#[derive(Clone, Debug, Deserialize)]
-pub struct LoadInput {
-    pub clean: CleanOutput,
-}
-
-/// The `load` task: COPYs the clean output into a new snapshot (or passes an unchanged
-/// source's snapshot through) and outputs [`LoadOutput`].
-pub struct LoadTask {
-    pub pool: PgPool,
-    pub config: LoadConfig,
-}
-
-impl Stage for LoadTask {
-    const ID: &'static str = "load";
-    type Input = LoadInput;
-    type Output = LoadOutput;
-
-    fn run<'a>(&'a self, ctx: &'a TaskContext, input: LoadInput) -> BoxFuture<'a, Result<LoadOutput, TaskError>> {
-        Box::pin(async move {
-            let record = match input.clean {
-                CleanOutput::Unchanged {
-                    unchanged_snapshot: id, ..
-                } => {
-                    let out = reuse_snapshot(&self.pool, id).await?;
-                    tracing::info!(
-                        snapshot_id = id,
-                        "source unchanged: the snapshot is reused, nothing loaded"
-                    );
-                    return Ok(out);
-                }
-                CleanOutput::Cleaned { record, .. } => record,
-            };
-            let period = ctx.period.to_string();
-            let work = load_snapshot(
-                &self.pool,
-                &ctx.artifacts,
-                &record,
-                &ctx.dag_id,
-                &period,
-                Some(ctx.run_id),
-                &self.config,
-            );
-            tokio::select! {
-                r = work => Ok(r?),
-                _ = ctx.cancel.cancelled() => Err(TaskError::cancelled()),
-            }
-        })
-    }
-
-    fn measures(out: &LoadOutput) -> Vec<Measure> {
-        if out.reused {
-            return vec![];
-        }
-        out.rows
-            .iter()
-            .map(|(table, n)| Measure::Rows {
-                table: table.clone(),
-                outcome: "loaded",
-                n: *n,
-            })
-            .collect()
-    }
-
-    fn summary(l: &LoadOutput) -> Vec<String> {
-        if l.reused {
-            return vec![];
-        }
-        let mut lines = vec![format!("load: snapshot {} ({})", l.snapshot_id, l.schema)];
-        lines.extend(l.rows.iter().map(|(t, n)| format!("  {t:<20} {n:>10} rows")));
-        lines
-    }
-}
-
-/// What the `publish` task reads: the `load` task's output.
-#[derive(Clone, Debug, Deserialize)]
-pub struct PublishInput {
-    pub load: LoadOutput,
-}
-
-/// The `publish` task: makes the loaded snapshot the schema `movies`; outputs [`PublishOutput`].
-pub struct PublishTask {
-    pub pool: PgPool,
-    pub config: LoadConfig,
-}
-
-impl Stage for PublishTask {
-    const ID: &'static str = "publish";
-    type Input = PublishInput;
-    type Output = PublishOutput;
-
-    fn run<'a>(&'a self, ctx: &'a TaskContext, input: PublishInput) -> BoxFuture<'a, Result<PublishOutput, TaskError>> {
-        Box::pin(async move {
-            // A reused snapshot was published before: publish() leaves it as it is.
-            let out = publish(&self.pool, input.load.snapshot_id, self.config.keep_previous).await?;
-            // Retention of the artifact store follows the snapshots' (best effort: the next
-            // publish sweeps again).
-            if let Err(e) = crate::sweep_artifacts(&self.pool, &ctx.artifacts, &ctx.dag_id).await {
-                tracing::warn!(error = %e, "could not delete the artifacts of runs whose snapshots are gone; the next publish tries again");
-            }
-            Ok(out)
-        })
-    }
-
-    fn summary(p: &PublishOutput) -> Vec<String> {
-        let id = p.snapshot_id;
-        if !p.current {
-            return vec![format!(
-                "publish: snapshot {id} kept for {}; `movies` stays on a newer period",
-                p.period
-            )];
-        }
-        let replaced = p
-            .replaced
-            .map_or_else(|| "none".to_string(), |r| format!("snapshot {r}"));
-        let dropped = if p.dropped.is_empty() {
-            "none".to_string()
-        } else {
-            p.dropped.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-        };
-        vec![format!(
-            "publish: snapshot {id} is now the schema `movies` (replaced: {replaced}, dropped: {dropped})"
-        )]
-    }
 }
 
 #[cfg(test)]

@@ -22,9 +22,20 @@ pub struct Config {
     pub fetch: FetchSection,
     pub clean: CleanSection,
     pub load: reelflow_load::LoadConfig,
+    pub gate: reelflow_load::GateConfig,
     pub tasks: std::collections::BTreeMap<String, reelflow_dag::RetryPolicy>,
     pub schedule: ScheduleSection,
     pub engine: EngineSection,
+    pub ui: UiSection,
+}
+
+/// The operators' page (`/` of the serve port).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    pub require_token_to_read: bool,
+    pub session_minutes: u64,
+    pub grid_runs: u32,
 }
 
 /// Where the stages keep what they hand to each other ([`reelflow_artifacts::Artifacts`]).
@@ -96,6 +107,7 @@ pub struct EngineSection {
     pub admin_token: String,
     pub admin_token_file: String,
     pub worker_id: String,
+    pub max_backfill_runs: u32,
 }
 
 impl EngineSection {
@@ -182,6 +194,114 @@ const ALIASES: &[(&str, &str, &str)] = &[
     ("REELFLOW_LISTEN", "engine", "listen"),
     ("REELFLOW_ADMIN_TOKEN", "engine", "admin_token"),
 ];
+
+/// `HOST:PORT` (a name such as `localhost`, an IPv4 or a bracketed IPv6 address) as the first
+/// address it resolves to.
+pub fn resolve_listen(listen: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = listen.parse() {
+        return Ok(a);
+    }
+    let bad = || format!("{listen:?}: expected HOST:PORT such as 0.0.0.0:8080 or localhost:8080");
+    let (host, port) = listen.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    (host, port.parse::<u16>().expect("checked"))
+        .to_socket_addrs()
+        .map_err(|e| format!("{listen:?}: cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{listen:?}: {host} has no address"))
+}
+
+/// Variables reelflow reads besides the generated `REELFLOW_<SECTION>_<KEY>` names.
+const OTHER_VARS: &[&str] = &[
+    "REELFLOW_CONFIG",
+    "REELFLOW_LOG",
+    "REELFLOW_LOG_FORMAT",
+    "REELFLOW_FAILPOINTS",
+    // Used by scripts/, not by the binary.
+    "REELFLOW_BIN",
+    "REELFLOW_TOOLS_DIR",
+];
+
+fn leaf_vars(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let name = format!("{prefix}_{}", k.to_uppercase());
+        match v {
+            toml::Value::Table(t) => leaf_vars(t, &name, out),
+            _ => out.push(name),
+        }
+    }
+}
+
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Warnings for `REELFLOW_*` variables that no setting reads (a typo is otherwise ignored
+/// silently), each naming the closest known variable.
+pub fn unknown_env_vars(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let defaults: toml::Table = DEFAULTS.parse().expect("built-in defaults parse");
+    let mut known = Vec::new();
+    leaf_vars(&defaults, "REELFLOW", &mut known);
+    known.extend(OTHER_VARS.iter().map(|s| s.to_string()));
+    known.extend(ALIASES.iter().map(|a| a.0.to_string()));
+    let mut out = Vec::new();
+    for name in names {
+        if !name.starts_with("REELFLOW_") || known.contains(&name) {
+            continue;
+        }
+        let closest = known
+            .iter()
+            .map(|k| (distance(&name, k), k))
+            .min()
+            .filter(|(d, _)| *d <= 4)
+            .map(|(_, k)| format!("; did you mean {k}?"))
+            .unwrap_or_default();
+        out.push(format!("{name} is not a reelflow setting and is ignored{closest}"));
+    }
+    out
+}
+
+/// Checks the schedule's cron expression and time zone separately (so one does not hide the
+/// other), presets by name, and that the expression fires at all.
+fn check_schedule(cron: &str, tz: &str, errors: &mut Vec<String>) {
+    const PRESETS: &[&str] = &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly"];
+    let mut ok = true;
+    if cron.trim_start().starts_with('@') && !PRESETS.contains(&cron.trim()) {
+        errors.push(format!(
+            "schedule.cron {cron:?}: unknown preset (expected one of {}, or 5 cron fields)",
+            PRESETS.join(", ")
+        ));
+        ok = false;
+    } else if let Err(e) = reelflow_dag::Schedule::new(cron, "UTC") {
+        errors.push(format!("schedule: {e}"));
+        ok = false;
+    }
+    if let Err(e) = reelflow_dag::Schedule::new("@monthly", tz) {
+        errors.push(format!("schedule: {e}"));
+        ok = false;
+    }
+    if ok {
+        if let Ok(s) = reelflow_dag::Schedule::new(cron, tz) {
+            if s.next_after(chrono::Utc::now()).is_none() {
+                errors.push(format!(
+                    "schedule.cron {cron:?} never fires (no such date, e.g. 31 February)"
+                ));
+            }
+        }
+    }
+}
 
 /// Merges `over` into `base` key by key; unknown keys are reported.
 fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str, errors: &mut Vec<String>) {
@@ -270,9 +390,7 @@ impl Config {
             for (task, policy) in &c.tasks {
                 errors.extend(policy.validate(task));
             }
-            if let Err(e) = reelflow_dag::Schedule::new(&c.schedule.cron, &c.schedule.timezone) {
-                errors.push(format!("schedule: {e}"));
-            }
+            check_schedule(&c.schedule.cron, &c.schedule.timezone, &mut errors);
             if !c.schedule.start_period.is_empty() {
                 if let Err(e) = c.schedule.start_period.parse::<reelflow_dag::Period>() {
                     errors.push(format!("schedule.start_period: {e}"));
@@ -297,11 +415,8 @@ impl Config {
             if c.engine.slots == 0 {
                 errors.push("engine.slots must be at least 1".into());
             }
-            if c.engine.listen.parse::<std::net::SocketAddr>().is_err() {
-                errors.push(format!(
-                    "engine.listen {:?}: expected HOST:PORT such as 0.0.0.0:8080",
-                    c.engine.listen
-                ));
+            if let Err(e) = resolve_listen(&c.engine.listen) {
+                errors.push(format!("engine.listen {e}"));
             }
         }
         match (cfg, errors.is_empty()) {

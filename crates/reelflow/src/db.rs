@@ -25,15 +25,21 @@ pub async fn url(cfg: &crate::config::Config) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// For CLI commands: one try, so an unreachable server is reported at once.
 pub async fn connect(cfg: &crate::config::Config) -> anyhow::Result<PgPool> {
+    connect_waiting(cfg, Duration::ZERO).await
+}
+
+/// For the daemon: waits up to `database.connect_timeout_secs` for the server to come up.
+pub async fn connect_for_serve(cfg: &crate::config::Config) -> anyhow::Result<PgPool> {
+    connect_waiting(cfg, Duration::from_secs(cfg.database.connect_timeout_secs)).await
+}
+
+async fn connect_waiting(cfg: &crate::config::Config, wait: Duration) -> anyhow::Result<PgPool> {
     let url = url(cfg).await?;
-    let pool = reelflow_store::connect(
-        &url,
-        cfg.database.max_connections,
-        Duration::from_secs(cfg.database.connect_timeout_secs),
-    )
-    .await
-    .context("opening the database")?;
+    let pool = reelflow_store::connect(&url, cfg.database.max_connections, wait)
+        .await
+        .context("opening the database")?;
     Ok(pool)
 }
 

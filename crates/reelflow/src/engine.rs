@@ -154,7 +154,7 @@ impl Engine {
         let expired = runs::expire_leases(&self.pool).await?;
         for e in &expired {
             tracing::warn!(run_id = e.run_id, period = %e.period, task_instance = e.ti_id, dag = %e.dag_id,
-                task = %e.task_id, requeued = e.retried,
+                task = %e.task_id, worker = %e.worker, requeued = e.retried,
                 "lease expired: the try counts as interrupted and goes back to the queue");
             let labels = [("dag", e.dag_id.as_str()), ("task", e.task_id.as_str())];
             METRICS.lease_expirations.inc(&[]);
@@ -263,7 +263,8 @@ impl Engine {
         while let Some(claimed) = next.take() {
             let (run_id, dag_id) = (claimed.run_id, claimed.dag_id.clone());
             let span = tracing::info_span!("task", run_id = claimed.run_id, dag = %claimed.dag_id, period = %claimed.period,
-                task = %claimed.task_id, try_number = claimed.try_number);
+                task = %claimed.task_id, try_number = claimed.try_number, attempt_id = claimed.attempt_id);
+            crate::attempt_log::attach(&span, &self.pool, claimed.attempt_id);
             let succeeded = self.execute_inner(claimed, shutdown.clone()).instrument(span).await;
             if !succeeded || self.stopping.load(Ordering::Relaxed) || shutdown.is_cancelled() {
                 break;
@@ -337,14 +338,17 @@ impl Engine {
                 let mut renewed = std::time::Instant::now();
                 loop {
                     tokio::time::sleep(every).await;
+                    // The lease is renewed from the database's `now()` at the update, which is
+                    // no earlier than this instant: counting from here never overestimates it.
+                    let sent = std::time::Instant::now();
                     let beat = tokio::time::timeout(
                         every.max(Duration::from_secs(1)),
                         runs::heartbeat(&pool, ti, attempt, lease),
                     );
                     match beat.await {
-                        Ok(Ok(true)) => renewed = std::time::Instant::now(),
+                        Ok(Ok(true)) => renewed = sent,
                         Ok(Ok(false)) => {
-                            tracing::warn!("lease lost: another worker owns this task now; cancelling");
+                            tracing::warn!("lease lost (another worker took the task over, or an operator marked or cancelled it); stopping");
                             lost.store(true, Ordering::Relaxed);
                             let _ = cancel_tx.send(true);
                             return;

@@ -192,7 +192,11 @@ families! {
     task_attempts: Kind::Counter, "reelflow_task_attempts_total", "Task attempts finished, by outcome (success, failed, timeout, cancelled, lease_expired).";
     task_duration: Kind::Histogram(DURATION_BUCKETS), "reelflow_task_duration_seconds", "Duration of task attempts.";
     task_retries: Kind::Counter, "reelflow_task_retries_total", "Failed attempts that were scheduled for another try.";
-    dag_runs: Kind::Counter, "reelflow_dag_runs_total", "DAG runs that finished, by final state.";
+    dag_runs: Kind::Counter, "reelflow_dag_runs_total", "DAG runs that finished in this process, by final state (alert on the store's series below).";
+    runs_in_state: Kind::Gauge, "reelflow_dag_runs_in_state", "DAG runs by their current state, queued, running, success or failed (from the store).";
+    runs_failed_last_hour: Kind::Gauge, "reelflow_dag_runs_failed_last_hour", "DAG runs that are failed and ended within the last hour, by any process or operator (from the store).";
+    latest_run_state: Kind::Gauge, "reelflow_dag_latest_run_state", "1 for the state of the DAG's most recently changed run, 0 for the other states (from the store).";
+    task_instances_in_state: Kind::Gauge, "reelflow_task_instances_in_state", "Task instances of all runs by task and state, up_for_retry and queued included (from the store).";
     dag_run_duration: Kind::Histogram(DURATION_BUCKETS), "reelflow_dag_run_duration_seconds", "Duration of DAG runs from start to their final state.";
     last_success: Kind::Gauge, "reelflow_last_success_timestamp_seconds", "Unix time of the end of the DAG's last successful run (from the store).";
     running_tasks: Kind::Gauge, "reelflow_running_tasks", "Task attempts running in this process.";
@@ -203,12 +207,24 @@ families! {
     fetch_bytes: Kind::Counter, "reelflow_fetch_bytes_total", "Bytes downloaded by the fetch stage.";
     rows: Kind::Counter, "reelflow_rows_total", "Rows processed, by stage, table and outcome.";
     rejected_rows: Kind::Counter, "reelflow_rejected_rows_total", "Rows rejected by the clean stage, by source file and reason.";
+    gate_check_passed: Kind::Gauge, "reelflow_gate_check_passed", "1 when the quality gate's check passed for the newest judged snapshot, 0 when it failed (from the store), by check name.";
+    gate_check_value: Kind::Gauge, "reelflow_gate_check_value", "What the quality gate's check measured for the newest judged snapshot (from the store), by check name.";
     scheduler_heartbeat: Kind::Gauge, "reelflow_scheduler_heartbeat_timestamp_seconds", "Unix time of the scheduler loop's last turn.";
     build_info: Kind::Gauge, "reelflow_build_info", "Build information; always 1.";
 }
 
 /// The process-wide registry.
 pub static METRICS: Metrics = Metrics::new();
+
+/// The quality gate's checks of the newest judged snapshot, one series per check name.
+pub fn observe_gate(dag: &str, checks: &[reelflow_load::Check]) {
+    let m = &METRICS;
+    for c in checks {
+        m.gate_check_passed
+            .set(&[("dag", dag), ("check", &c.name)], if c.passed { 1.0 } else { 0.0 });
+        m.gate_check_value.set(&[("dag", dag), ("check", &c.name)], c.value);
+    }
+}
 
 /// Records what a task's output measured ([`reelflow_dag::Stage::measures`]).
 pub fn observe(task: &str, measures: &[reelflow_dag::Measure]) {

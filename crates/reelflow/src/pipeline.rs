@@ -1,4 +1,4 @@
-//! The `movies_monthly` DAG (fetch -> clean -> load -> publish) and `reelflow run`: one period
+//! The `movies_monthly` DAG (fetch -> clean -> load -> validate -> publish) and `reelflow run`: one period
 //! through the same engine the daemon uses, in the foreground, with a human summary.
 
 use std::fmt::Write as _;
@@ -9,12 +9,13 @@ use anyhow::{anyhow, bail};
 use reelflow_clean::{CleanInput, CleanOutput, CleanTask};
 use reelflow_dag::{BoxFuture, DagSpec, Measure, Period, Stage, Task, TaskContext, TaskError, TaskSpec, TaskState};
 use reelflow_fetch::FetchTask;
-use reelflow_load::{LoadTask, PublishTask};
+use reelflow_load::{LoadTask, PublishTask, ValidateTask};
 use reelflow_store::runs::{self, AttemptInfo, RunInfo, TaskInstanceInfo};
 use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::engine::{Dag, Engine, EngineConfig};
+use crate::run_source::RunSourceFetch;
 
 /// The DAG `movies_monthly`, declared once: each task (its id is its stage's `ID`) with the
 /// tasks it depends on. The engine and the store assume nothing else about its shape.
@@ -22,10 +23,11 @@ use crate::engine::{Dag, Engine, EngineConfig};
 /// To add a task: implement [`Stage`] for it (its `Input` names the upstream outputs it reads),
 /// implement [`Node`] (how it is built from the configuration), and add one line here.
 fn declare(d: &mut impl Declare) {
-    d.task::<FetchTask>(&[]);
-    d.task::<CleanUnlessUnchanged>(&[FetchTask::ID]);
+    d.task::<RunSourceFetch>(&[]);
+    d.task::<CleanUnlessUnchanged>(&[RunSourceFetch::ID]);
     d.task::<LoadTask>(&[CleanUnlessUnchanged::ID]);
-    d.task::<PublishTask>(&[LoadTask::ID]);
+    d.task::<ValidateTask>(&[LoadTask::ID]);
+    d.task::<PublishTask>(&[ValidateTask::ID]);
 }
 
 /// A task of the DAG: a [`Stage`] that can be built from the configuration.
@@ -70,6 +72,21 @@ impl Declare for Code<'_> {
     }
 }
 
+/// Which upstream outputs each task of [`declare`] reads: the field names of its `Input`
+/// (task id -> the task ids it reads). An operator may mark a task success by hand (it then has
+/// no output) only if no task after it reads its output.
+pub fn reads() -> std::collections::BTreeMap<&'static str, Vec<&'static str>> {
+    struct Reads(std::collections::BTreeMap<&'static str, Vec<&'static str>>);
+    impl Declare for Reads {
+        fn task<N: Node>(&mut self, _upstream: &[&'static str]) {
+            self.0.insert(N::ID, crate::input_fields::of::<N::Input>());
+        }
+    }
+    let mut r = Reads(Default::default());
+    declare(&mut r);
+    r.0
+}
+
 /// The DAG's shape and retry policies from the configuration.
 pub fn dag_spec(cfg: &Config) -> DagSpec {
     let mut specs = Specs { cfg, tasks: vec![] };
@@ -88,11 +105,14 @@ pub fn tasks(cfg: &Config, pool: &PgPool) -> anyhow::Result<Vec<Arc<dyn Task>>> 
     code.tasks
 }
 
-impl Node for FetchTask {
-    fn build(cfg: &Config, _pool: &PgPool) -> anyhow::Result<Self> {
-        Ok(FetchTask {
-            source: reelflow_fetch::Source::parse(&cfg.source)?,
-            config: cfg.fetch.to_fetch_config(),
+impl Node for RunSourceFetch {
+    fn build(cfg: &Config, pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(RunSourceFetch {
+            fetch: FetchTask {
+                source: reelflow_fetch::Source::parse(&cfg.source)?,
+                config: cfg.fetch.to_fetch_config(),
+            },
+            pool: pool.clone(),
         })
     }
 }
@@ -116,6 +136,15 @@ impl Node for LoadTask {
         Ok(LoadTask {
             pool: pool.clone(),
             config: cfg.load.clone(),
+        })
+    }
+}
+
+impl Node for ValidateTask {
+    fn build(cfg: &Config, pool: &PgPool) -> anyhow::Result<Self> {
+        Ok(ValidateTask {
+            pool: pool.clone(),
+            config: cfg.gate.clone(),
         })
     }
 }
@@ -304,17 +333,16 @@ impl RunReport {
                 let last = self.attempts.iter().rev().find(|a| a.task_id == t.task_id);
                 let retryable = last.and_then(|a| a.retryable).unwrap_or(false);
                 anyhow!(
-                    "run {} of {} for period {} failed: task {} failed after {} of {} tries ({}): {}. Fix the cause, then `reelflow tasks retry {} {}` or `reelflow run --period {}`.",
+                    "run {} of {} for period {} failed: task {} failed after {} of {} tries ({}): {}. Fix the cause, then `{}` or `reelflow run --period {}`.",
                     self.run.id,
                     self.run.dag_id,
                     self.run.period,
                     t.task_id,
-                    t.try_number,
+                    t.try_number - t.interruptions,
                     t.max_tries,
                     if retryable { "out of tries; retrying later may help" } else { "retrying will not help" },
                     t.last_error.as_deref().unwrap_or("no error recorded"),
-                    self.run.id,
-                    t.task_id,
+                    crate::ops::retry_hint(self.run.id, &t.task_id, t.last_error.as_deref()),
                     self.run.period
                 )
             }
@@ -356,8 +384,16 @@ impl RunReport {
             };
             let _ = writeln!(
                 s,
-                "  {:<8} {:<16} try {}/{}  {secs}",
-                t.task_id, t.state, t.try_number, t.max_tries
+                "  {:<8} {:<16} try {}/{}{}  {secs}",
+                t.task_id,
+                t.state,
+                t.try_number - t.interruptions,
+                t.max_tries,
+                if t.interruptions > 0 {
+                    format!(" (+{} interrupted)", t.interruptions)
+                } else {
+                    String::new()
+                }
             );
         }
         s

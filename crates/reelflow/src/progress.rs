@@ -1,95 +1,50 @@
 //! The live progress display of `reelflow run` in an interactive terminal: a bar over the DAG's
 //! tasks with the running task's latest progress (bytes or rows and rate), redrawn in place on
-//! stderr. It reads the task states from the store and the progress from the stages' own
-//! progress log events, so the stages need no terminal code.
+//! stderr. It reads the task states from the store and the progress from the stages' typed
+//! progress events ([`reelflow_dag::report_progress`]), so the stages need no terminal code.
 
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reelflow_dag::TaskState;
+use reelflow_dag::{ProgressEvent, TaskState, Unit};
 use sqlx::PgPool;
-use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
-/// The latest progress message of a stage, shared between the layer and the renderer.
+/// The latest progress of a stage, shared between the layer and the renderer.
 #[derive(Clone, Default)]
 pub struct Latest(Arc<Mutex<String>>);
 
-/// A tracing layer that keeps the latest progress event (`downloading`, `cleaning`, `copying`).
+/// A tracing layer that keeps the latest progress event ([`ProgressEvent`]) of the stages.
 pub struct ProgressLayer(pub Latest);
-
-#[derive(Default)]
-struct Fields {
-    message: String,
-    rest: Vec<(String, String)>,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message = value.to_string();
-        } else {
-            self.rest.push((field.name().to_string(), value.to_string()));
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let v = format!("{value:?}").trim_matches('"').to_string();
-        if field.name() == "message" {
-            self.message = v;
-        } else {
-            self.rest.push((field.name().to_string(), v));
-        }
-    }
-}
 
 impl<S: tracing::Subscriber> Layer<S> for ProgressLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        let mut f = Fields::default();
-        event.record(&mut f);
-        let get = |k: &str| {
-            f.rest
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
-        let text = match f.message.as_str() {
-            "downloading" if !get("percent").is_empty() => {
-                format!(
-                    "{} MiB, {}% at {} MiB/s",
-                    mib(get("bytes")),
-                    get("percent"),
-                    get("mib_per_s")
-                )
-            }
-            "downloading" => format!("{} MiB at {} MiB/s", mib(get("bytes")), get("mib_per_s")),
-            "cleaning" => format!(
-                "{}: {} records, {} records/s",
-                get("entry"),
-                get("records"),
-                get("records_per_sec")
-            ),
-            "cleaned entry" => format!("{}: {} records done", get("entry"), get("records")),
-            "copying" => {
-                let file = get("file").rsplit('/').next().unwrap_or("").to_string();
-                format!("{file}: {} MB at {} MB/s", get("mb_sent"), get("mb_per_sec"))
-            }
-            "COPY done" => "building keys and indexes".to_string(),
-            "keys and indexes built" => "building reports".to_string(),
-            _ => return,
-        };
-        *self.0 .0.lock().unwrap() = text;
+        if let Some(p) = ProgressEvent::from_event(event) {
+            *self.0 .0.lock().unwrap() = describe(&p);
+        }
     }
 }
 
-fn mib(bytes: &str) -> String {
-    bytes
-        .parse::<f64>()
-        .map(|b| format!("{:.1}", b / 1048576.0))
-        .unwrap_or_default()
+/// One line for a progress event: `ratings.csv: 65536 records, 900000 records/s`.
+pub fn describe(p: &ProgressEvent) -> String {
+    let mib = |b: u64| format!("{:.1}", b as f64 / 1048576.0);
+    match p.unit {
+        Unit::Bytes => match p.total {
+            Some(total) if total > 0 => format!(
+                "{}: {} MiB, {:.1}% at {} MiB/s",
+                p.item,
+                mib(p.done),
+                p.done as f64 * 100.0 / total as f64,
+                mib(p.per_sec as u64)
+            ),
+            _ => format!("{}: {} MiB at {} MiB/s", p.item, mib(p.done), mib(p.per_sec as u64)),
+        },
+        Unit::Records => format!("{}: {} records, {} records/s", p.item, p.done, p.per_sec as u64),
+        Unit::Step => p.item.clone(),
+    }
 }
 
 /// Redraws the status line every 200 ms until dropped; clears it at the end.
@@ -175,6 +130,27 @@ fn terminal_width() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn describes_each_kind_of_progress() {
+        let p = |done, total, unit, per_sec| ProgressEvent {
+            item: "x".into(),
+            done,
+            total,
+            unit,
+            per_sec,
+        };
+        assert_eq!(
+            describe(&p(3 << 20, Some(12 << 20), Unit::Bytes, 1048576.0)),
+            "x: 3.0 MiB, 25.0% at 1.0 MiB/s"
+        );
+        assert_eq!(describe(&p(3 << 20, None, Unit::Bytes, 0.0)), "x: 3.0 MiB at 0.0 MiB/s");
+        assert_eq!(
+            describe(&p(65536, None, Unit::Records, 9e5)),
+            "x: 65536 records, 900000 records/s"
+        );
+        assert_eq!(describe(&ProgressEvent::step("building reports")), "building reports");
+    }
 
     #[test]
     fn renders_a_bar_with_the_running_task() {

@@ -48,6 +48,10 @@ pub async fn schedule_tick(
 ) -> anyhow::Result<Vec<Period>> {
     let mut created = Vec::new();
     for p in due_periods(cfg, schedule, chrono::Utc::now()) {
+        // Only insert when missing: every INSERT ... ON CONFLICT takes a run id from the sequence.
+        if runs::find_run(pool, &dag.id, &p.to_string()).await?.is_some() {
+            continue;
+        }
         let (_, new) = runs::ensure_run(pool, dag, &p.to_string(), "scheduled", false).await?;
         if new {
             tracing::info!(dag = %dag.id, period = %p, "scheduled run created");
@@ -75,9 +79,8 @@ async fn shutdown_signal() {
 
 pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -> anyhow::Result<()> {
     let listen = listen_override.unwrap_or_else(|| cfg.engine.listen.clone());
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?}: expected HOST:PORT"))?;
+    let addr: std::net::SocketAddr = crate::config::resolve_listen(&listen)
+        .map_err(|e| crate::config::ConfigError(vec![format!("listen address {e}")]))?;
     let token = cfg.engine.token()?;
     if token.is_none() {
         tracing::warn!("no admin token configured: mutating API endpoints are disabled");
@@ -102,6 +105,7 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
         liveness_secs: (cfg.engine.poll_ms / 1000).max(1) as i64 * 10 + 60,
         shutting_down: AtomicBool::new(false),
         engine: Some(engine.clone()),
+        ops: crate::ops::OpsConfig::from_config(&cfg),
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -122,7 +126,15 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
         let worker = worker.clone();
         tokio::spawn(async move {
             let poll = Duration::from_millis(cfg.engine.poll_ms);
+            let mut last_sweep = std::time::Instant::now();
             loop {
+                // Snapshots that no run will publish (cancelled loads, load-only retries).
+                if last_sweep.elapsed() >= Duration::from_secs(60) {
+                    last_sweep = std::time::Instant::now();
+                    if let Err(e) = reelflow_load::sweep_orphans(&pool).await {
+                        tracing::warn!(error = %e, "sweeping orphaned snapshots failed; will try again");
+                    }
+                }
                 if cfg.schedule.enabled {
                     match schedule_tick(&cfg, &pool, &spec, &schedule).await {
                         Ok(created) if !created.is_empty() => engine.wake(),
@@ -151,7 +163,8 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
     // shutdown, while /livez and /metrics keep answering until the process exits.
     let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
     let http = {
-        let app = api::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = api::router_with_ui(state.clone(), crate::ui::UiSettings::from_config(&cfg.ui))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let mut stop = http_stop_rx;
         tokio::spawn(async move {
             axum::serve(listener, app)

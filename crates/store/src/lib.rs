@@ -20,8 +20,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
-    Connect { target: String, source: sqlx::Error },
+    /// `reason` says what went wrong in a few words (`connection refused`, the server's
+    /// message); the underlying error is not repeated after it.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect { target: String, reason: String },
     #[error("cannot apply migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid database URL: {0}")]
@@ -38,17 +40,73 @@ pub fn describe_url(opts: &PgConnectOptions) -> String {
     )
 }
 
-/// Opens a pool on `url` (waiting up to `timeout` for the server) and applies the migrations.
+/// A connection error in a few words: `connection refused`, `timed out`, the server's own
+/// message (`database "x" does not exist`), without sqlx's wrapping.
+pub fn connect_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+            std::io::ErrorKind::TimedOut => "timed out".into(),
+            _ => io.to_string(),
+        },
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::PoolTimedOut => "timed out".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether waiting may help: the server is not up (yet), or is starting or shutting down.
+fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+/// Opens a pool on `url` and applies the migrations. A server that is not reachable is tried
+/// again until `timeout` has passed (zero: once, for commands that should fail fast); a
+/// refusal by the server (no such database, bad password) fails at once. Each try waits at most
+/// 5 s for its connection. Server notices (`... already exists, skipping`) are not shown.
 pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> Result<PgPool, StoreError> {
     let opts: PgConnectOptions = url.parse().map_err(StoreError::BadUrl)?;
-    let opts = opts.application_name("reelflow").disable_statement_logging();
+    let opts = opts
+        .application_name("reelflow")
+        .options([("client_min_messages", "warning")])
+        .disable_statement_logging();
     let target = describe_url(&opts);
+    let started = std::time::Instant::now();
+    let per_try = Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout(per_try, opts.connect()).await {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+                break;
+            }
+            Ok(Err(e)) if !transient(&e) || started.elapsed() >= timeout => {
+                return Err(StoreError::Connect {
+                    target,
+                    reason: connect_reason(&e),
+                })
+            }
+            Err(_) if started.elapsed() >= timeout => {
+                return Err(StoreError::Connect {
+                    target,
+                    reason: format!("no answer within {} s", per_try.as_secs()),
+                })
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(timeout)
+        .acquire_timeout(timeout.max(per_try))
         .connect_with(opts)
         .await
-        .map_err(|source| StoreError::Connect { target, source })?;
+        .map_err(|e| StoreError::Connect {
+            target,
+            reason: connect_reason(&e),
+        })?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }
@@ -60,9 +118,15 @@ pub async fn connect_admin(url: &str) -> Result<PgPool, StoreError> {
     PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(30))
-        .connect_with(opts.disable_statement_logging())
+        .connect_with(
+            opts.options([("client_min_messages", "warning")])
+                .disable_statement_logging(),
+        )
         .await
-        .map_err(|source| StoreError::Connect { target, source })
+        .map_err(|e| StoreError::Connect {
+            target,
+            reason: connect_reason(&e),
+        })
 }
 
 /// `CREATE DATABASE name` unless it exists (tolerating a concurrent creator).

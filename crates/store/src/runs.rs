@@ -153,6 +153,8 @@ pub struct Expired {
     pub ti_id: i64,
     pub run_id: i64,
     pub period: String,
+    /// The worker that held the lease.
+    pub worker: String,
     pub dag_id: String,
     pub task_id: String,
     pub retried: bool,
@@ -617,10 +619,8 @@ pub async fn expire_leases(pool: &PgPool) -> Result<Vec<Expired>, RunError> {
         let owner: Option<String> = row.get(8);
         let (dag_id, period): (String, String) = (row.get(9), row.get(10));
         let state = reelflow_dag::after_failure(TryEnd::Interrupted, budget);
-        let mut msg = format!(
-            "lease of worker {} expired (worker died, stalled or lost the database)",
-            owner.unwrap_or_default()
-        );
+        let worker = owner.unwrap_or_default();
+        let mut msg = format!("lease of worker {worker} expired (worker died, stalled or lost the database)");
         if state == TaskState::Failed {
             msg.push_str(&format!(
                 " (interrupted {} times: the cap max_interruptions = {} is reached)",
@@ -654,6 +654,7 @@ pub async fn expire_leases(pool: &PgPool) -> Result<Vec<Expired>, RunError> {
             ti_id: ti,
             run_id,
             period,
+            worker,
             dag_id,
             task_id,
             retried: state == TaskState::UpForRetry,
@@ -1070,4 +1071,91 @@ pub async fn end_lease_now(pool: &PgPool, ti_id: i64, worker: &str) -> Result<bo
     .await?
     .rows_affected();
     Ok(n == 1)
+}
+
+/// What [`cancel_run`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cancelled {
+    pub run_id: i64,
+    pub period: String,
+    /// Tasks that were running: their workers are fenced out and stop at their next heartbeat.
+    pub stopped: Vec<String>,
+    /// Tasks that had not run (queued, waiting for a retry or for their upstream).
+    pub not_run: Vec<String>,
+    #[serde(skip)]
+    pub run_end: Option<RunEnd>,
+}
+
+/// Operator "cancel": the run ends `failed`. A running task is marked failed and its attempt
+/// `cancelled`, which fences its worker out (its heartbeat and result are refused, so it stops);
+/// queued and retrying tasks are marked failed, waiting ones `upstream_failed`. Each keeps the
+/// error `cancelled by an operator`. A finished run is a conflict.
+pub async fn cancel_run(pool: &PgPool, dag: &DagSpec, run_id: i64) -> Result<Cancelled, RunError> {
+    const WHY: &str = "cancelled by an operator";
+    let mut tx = pool.begin().await?;
+    lock_run(&mut tx, run_id).await?;
+    let (state, period): (String, String) = sqlx::query_as("SELECT state, period FROM reelflow.dag_runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let state: RunState = state.parse()?;
+    if state.is_finished() {
+        return Err(RunError::Conflict(format!(
+            "run {run_id} ({period}) has already finished ({state}); nothing to cancel"
+        )));
+    }
+    sqlx::query(
+        "UPDATE reelflow.attempts SET outcome = 'cancelled', ended_at = now(), error = $2, retryable = false
+         WHERE id IN (SELECT attempt_id FROM reelflow.task_instances WHERE run_id = $1 AND state = 'running')
+           AND outcome = 'running'",
+    )
+    .bind(run_id)
+    .bind(WHY)
+    .execute(&mut *tx)
+    .await?;
+    let changed = sqlx::query(
+        "UPDATE reelflow.task_instances t SET
+             state = CASE WHEN t.state = 'none' THEN 'upstream_failed' ELSE 'failed' END,
+             attempt_id = NULL, lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL,
+             ended_at = now(), updated_at = now(), last_error = $2
+         FROM reelflow.task_instances old
+         WHERE old.id = t.id AND t.run_id = $1 AND t.state IN ('none', 'queued', 'up_for_retry', 'running')
+         RETURNING t.task_id, old.state",
+    )
+    .bind(run_id)
+    .bind(WHY)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = Cancelled {
+        run_id,
+        period,
+        stopped: vec![],
+        not_run: vec![],
+        run_end: None,
+    };
+    for r in &changed {
+        let (task, old): (String, String) = (r.get(0), r.get(1));
+        if old == "running" {
+            out.stopped.push(task);
+        } else {
+            out.not_run.push(task);
+        }
+    }
+    let order = |t: &String| dag.tasks.iter().position(|s| &s.id == t);
+    out.stopped.sort_by_key(order);
+    out.not_run.sort_by_key(order);
+    out.run_end = settle(&mut tx, run_id).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Ids of the backfill runs of `dag_id` that are still queued (not started), oldest period first.
+pub async fn queued_backfill_runs(pool: &PgPool, dag_id: &str) -> Result<Vec<i64>, RunError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM reelflow.dag_runs WHERE dag_id = $1 AND trigger = 'backfill' AND state = 'queued'
+         ORDER BY period, id",
+    )
+    .bind(dag_id)
+    .fetch_all(pool)
+    .await?)
 }

@@ -177,7 +177,136 @@ pub const SNAPSHOT_INFO: &[(&str, &str, &str)] = &[
     ("created_at", "string", "When its load started."),
     ("published_at", "string", "When it was (last) published; null if never."),
     ("error", "string", "Why its load failed, if it did."),
+    (
+        "rollback_target",
+        "boolean",
+        "true for the snapshot `snapshots rollback` would publish: what movies showed before the current one.",
+    ),
+    (
+        "rollforward_target",
+        "boolean",
+        "true for the snapshot `snapshots rollforward` would publish: the one last rolled back away from.",
+    ),
 ];
+
+/// The orchestration endpoints (`api.rs`): (path, method, summary, JSON body fields, whether
+/// it needs the admin token). Tagged `orchestration`; a test checks each is served.
+pub const ORCHESTRATION: &[(&str, &str, &str, &[&str], bool)] = &[
+    (
+        "/api/v1/runs",
+        "get",
+        "DAG runs, newest period first (?state=queued|running|success|failed, ?limit=1..1000)",
+        &[],
+        false,
+    ),
+    (
+        "/api/v1/runs",
+        "post",
+        "Create a period's run (idempotent); rerun resets a finished one; source fetches another source for this run",
+        &["period", "rerun", "source"],
+        true,
+    ),
+    (
+        "/api/v1/runs/{id}",
+        "get",
+        "A run with its task instances, attempts and recorded source",
+        &[],
+        false,
+    ),
+    (
+        "/api/v1/runs/{id}/cancel",
+        "post",
+        "Cancel a run that has not finished: it ends failed, a running task stops",
+        &[],
+        true,
+    ),
+    (
+        "/api/v1/runs/{id}/tasks/{task}/retry",
+        "post",
+        "Run a task again (clear); downstream also re-runs the tasks after it",
+        &["downstream"],
+        true,
+    ),
+    (
+        "/api/v1/runs/{id}/tasks/{task}/mark",
+        "post",
+        "Set a task's state by hand (success or failed)",
+        &["state"],
+        true,
+    ),
+    (
+        "/api/v1/backfill",
+        "post",
+        "Create runs for every period from..to; more than engine.max_backfill_runs needs yes",
+        &["from", "to", "rerun", "yes"],
+        true,
+    ),
+    (
+        "/api/v1/backfill/cancel",
+        "post",
+        "Cancel every backfill run that is still queued",
+        &[],
+        true,
+    ),
+    (
+        "/api/v1/snapshots/rollback",
+        "post",
+        "Publish what movies showed before the current snapshot, or the kept snapshot `to`",
+        &["to"],
+        true,
+    ),
+    (
+        "/api/v1/snapshots/rollforward",
+        "post",
+        "Undo the last rollback",
+        &[],
+        true,
+    ),
+    (
+        "/api/v1/actions",
+        "get",
+        "The audit trail of operator actions, newest first (?limit=1..1000)",
+        &[],
+        false,
+    ),
+];
+
+fn orchestration() -> Vec<(&'static str, Value)> {
+    let mut out: Vec<(&'static str, Map<String, Value>)> = Vec::new();
+    for (path, method, summary, fields, token) in ORCHESTRATION {
+        let mut op = json!({
+            "tags": ["orchestration"],
+            "summary": summary,
+            "responses": {
+                "200": {"description": "JSON; see README \"Orchestration\".", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": error("A bad parameter or body, a period that has not ended, a backfill over the limit."),
+                "404": error("No such run or task."),
+                "409": error("A conflict: the run has finished, nothing to roll back to, ..."),
+            }
+        });
+        if *token {
+            op["security"] = json!([{"bearer": []}]);
+            op["responses"]["401"] = error("Missing or wrong bearer token.");
+            op["responses"]["403"] = error("No admin token is configured: mutations are disabled.");
+        }
+        if !fields.is_empty() {
+            let props: Map<String, Value> = fields.iter().map(|f| (f.to_string(), json!({}))).collect();
+            op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {
+                "type": "object", "properties": props, "additionalProperties": false}}}});
+        }
+        match out.iter_mut().find(|(p, _)| p == path) {
+            Some((_, item)) => {
+                item.insert(method.to_string(), op);
+            }
+            None => {
+                let mut item = Map::new();
+                item.insert(method.to_string(), op);
+                out.push((path, item));
+            }
+        }
+    }
+    out.into_iter().map(|(p, m)| (p, Value::Object(m))).collect()
+}
 
 /// The document served at `/api/v1/openapi.json`.
 pub fn document() -> Value {
@@ -288,6 +417,9 @@ pub fn document() -> Value {
             }}
         }),
     );
+    for (path, item) in orchestration() {
+        paths.insert(path.to_string(), item);
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -298,6 +430,9 @@ pub fn document() -> Value {
                             `/api/v1/snapshots` lists the snapshots."
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "engine.admin_token"}}
+        },
     })
 }

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 
 use super::catalog::{Endpoint, Filter, Op, Ty, DEFAULT_LIMIT, MAX_LIMIT};
 use super::cursor::{self, Cursor};
-use crate::api::ApiError;
+use crate::http::ApiError;
 
 /// A value bound to a SQL parameter.
 #[derive(Debug, Clone, PartialEq)]
