@@ -447,7 +447,9 @@ async fn replicas_with_random_kills(n: usize, (from, to): (&str, &str), max_kill
         },
     )
     .unwrap();
-    reelflow_load::sweep_artifacts(&db.pool, &bucket, "movies_monthly").await.unwrap();
+    reelflow_load::sweep_artifacts(&db.pool, &bucket, "movies_monthly")
+        .await
+        .unwrap();
     let runs: Vec<(i64, String, bool)> = sqlx::query_as(
         "SELECT r.id, r.period, bool_and(s.state = 'dropped') FROM reelflow.dag_runs r
            JOIN reelflow.snapshots s ON s.run_id = r.id GROUP BY r.id, r.period ORDER BY r.id",
