@@ -12,7 +12,8 @@ tools venv. Two commands:
   check_deploy.py check OUT_DIR NAME=RENDERED.yaml ...
       What a schema cannot see: the PrometheusRule equals deploy/prometheus/rules.yml, the
       dashboard ConfigMap equals deploy/grafana/reelflow.json, security context, probes,
-      resources, grace period vs shutdown grace, the artifacts volume, config keys and
+      resources, grace period vs shutdown grace, the artifact store (a bucket with scratch on a
+      writable volume, or a folder on a PVC that is ReadWriteMany past one replica), config keys and
       REELFLOW_* variables that reelflow knows, secrets only by reference, metric names that
       reelflow declares, and a firing and a quiet unit test for every alert. Writes
       OUT_DIR/dashboard_rules.yml (the dashboard's queries as recording rules, for promtool).
@@ -41,7 +42,15 @@ METRICS_SOURCE = ROOT / "crates/reelflow/src/metrics.rs"
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 # Variables reelflow reads besides REELFLOW_<SECTION>_<KEY> (see crates/reelflow/src/main.rs, config.rs).
 EXTRA_ENV = {"REELFLOW_CONFIG", "REELFLOW_LOG", "REELFLOW_LOG_FORMAT", "REELFLOW_LISTEN", "REELFLOW_ADMIN_TOKEN"}
-SECRET_ENV = {"DATABASE_URL", "REELFLOW_DATABASE_URL", "REELFLOW_ADMIN_TOKEN", "REELFLOW_ENGINE_ADMIN_TOKEN"}
+SECRET_ENV = {
+    "DATABASE_URL",
+    "REELFLOW_DATABASE_URL",
+    "REELFLOW_ADMIN_TOKEN",
+    "REELFLOW_ENGINE_ADMIN_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+}
 
 problems: list[str] = []
 
@@ -137,7 +146,7 @@ def check_variant(name: str, docs: list[dict], keys: dict[str, object], uid: int
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
     # An overlay for a cluster without the Prometheus Operator may drop its two objects.
-    required = ["Deployment", "Service", "PersistentVolumeClaim", "ConfigMap"]
+    required = ["Deployment", "Service", "ConfigMap"]
     if name == "base":
         required += ["ServiceMonitor", "PrometheusRule"]
     for kind in required:
@@ -247,7 +256,9 @@ def check_variant(name: str, docs: list[dict], keys: dict[str, object], uid: int
     if tgp < grace + 20:
         problem(w, f"terminationGracePeriodSeconds {tgp} < engine.shutdown_grace_secs {grace} + 20 s margin")
 
-    # Writable volumes: artifacts on a PVC (ReadWriteMany when replicas > 1), /tmp.
+    # Writable volumes. The artifact store: a bucket (artifacts.url s3://...) with this pod's
+    # scratch on a writable volume of its own, or a folder on a PVC (ReadWriteMany when
+    # replicas > 1); /tmp.
     def volume_for(path: str):
         best = None
         for mp, m in mounts.items():
@@ -255,19 +266,42 @@ def check_variant(name: str, docs: list[dict], keys: dict[str, object], uid: int
                 best = (mp, m)
         return (best[1], volumes.get(best[1]["name"])) if best else (None, None)
 
-    artifacts = str(setting("artifacts_dir"))
-    m, vol = volume_for(artifacts)
-    if not artifacts.startswith("/") or vol is None or m.get("readOnly"):
-        problem(w, f"artifacts_dir {artifacts} is not on a writable volume")
-    elif "persistentVolumeClaim" in vol:
-        claim = vol["persistentVolumeClaim"]["claimName"]
-        pvc = pvcs.get(claim)
-        if pvc is None:
-            problem(w, f"artifacts claim {claim} is not rendered")
-        elif spec.get("replicas", 1) > 1 and "ReadWriteMany" not in pvc["spec"].get("accessModes", []):
-            problem(w, f"{spec['replicas']} replicas share artifacts: PVC {claim} must be ReadWriteMany (or run 1 replica)")
-    elif spec.get("replicas", 1) > 1:
-        problem(w, f"artifacts_dir {artifacts} is not on a shared PersistentVolumeClaim but replicas > 1")
+    def writable(path: str, what: str):
+        m, vol = volume_for(path)
+        if not path.startswith("/") or vol is None or m.get("readOnly"):
+            problem(w, f"{what} {path} is not on a writable volume")
+            return None
+        return vol
+
+    url = str(setting("artifacts.url")).strip()
+    artifacts_dir = str(setting("artifacts_dir"))
+    scratch = str(setting("artifacts.scratch_dir")) or artifacts_dir + "/.scratch"
+    writable(scratch, "artifacts.scratch_dir")
+    if url.lower().startswith("s3://"):
+        if not url[5:].split("/")[0]:
+            problem(w, f"artifacts.url {url!r} names no bucket")
+        print(f"{name}: artifact store {url}, scratch {scratch} on {volume_for(scratch)[0]['name'] if volume_for(scratch)[0] else '-'}, {spec.get('replicas', 1)} replicas")
+    else:
+        if "://" in url and not url.lower().startswith("file:///"):
+            problem(w, f"artifacts.url {url!r}: expected s3://bucket/prefix, file:///path or a path")
+        folder = url[len("file://"):] if url.lower().startswith("file://") else (url or artifacts_dir)
+        vol = writable(folder, "the artifact folder")
+        if vol is None:
+            pass
+        elif "persistentVolumeClaim" in vol:
+            claim = vol["persistentVolumeClaim"]["claimName"]
+            pvc = pvcs.get(claim)
+            if pvc is None:
+                problem(w, f"artifacts claim {claim} is not rendered")
+            elif spec.get("replicas", 1) > 1 and "ReadWriteMany" not in pvc["spec"].get("accessModes", []):
+                problem(w, f"{spec['replicas']} replicas share artifacts: PVC {claim} must be ReadWriteMany (or use a bucket, or run 1 replica)")
+            elif "ReadWriteOnce" in pvc["spec"].get("accessModes", []) and (spec.get("strategy") or {}).get("type") != "Recreate":
+                problem(w, f"PVC {claim} is ReadWriteOnce: the Deployment strategy must be Recreate (a new pod cannot mount it while the old one runs)")
+        elif spec.get("replicas", 1) > 1:
+            problem(w, f"the artifact folder {folder} is not on a shared PersistentVolumeClaim but replicas > 1: use a bucket (artifacts.url)")
+        else:
+            problem(w, f"the artifact folder {folder} is not on a PersistentVolumeClaim: it is lost with the pod")
+        print(f"{name}: artifact store the folder {folder}, {spec.get('replicas', 1)} replica(s)")
     m, vol = volume_for("/tmp")
     if vol is None or "emptyDir" not in vol:
         problem(w, "/tmp is not an emptyDir (the root filesystem is read-only)")

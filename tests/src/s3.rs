@@ -4,7 +4,9 @@
 //! (path-style; buckets are directories of [`S3Server::root`]). With an access key it checks
 //! SigV4 signatures and refuses anonymous requests; without one it takes anonymous requests.
 //! s3s-fs ignores `If-None-Match` and `If-Match` on GET, so the server wraps its `get_object` to
-//! answer 304 and 412 like S3 does, and counts what it was asked ([`S3Stats`]).
+//! answer 304 and 412 like S3 does, and counts what it was asked ([`S3Stats`]). It also serves
+//! multipart uploads, deletes and create-only PUTs (`If-None-Match: *`, answered 412 when the
+//! object exists, as S3 does), which the artifact store uses.
 //!
 //! [`FaultProxy`] sits between a client and a server and cuts or stalls the response body of
 //! its first connections after a given number of bytes.
@@ -18,8 +20,10 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::dto::{
-    ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput, ListObjectsV2Input,
-    ListObjectsV2Output, PutObjectInput, PutObjectOutput,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput,
+    DeleteObjectsOutput, ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
+    ListObjectsV2Input, ListObjectsV2Output, PutObjectInput, PutObjectOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::service::S3ServiceBuilder;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
@@ -41,6 +45,12 @@ pub struct S3Stats {
     pub precondition_failed: u64,
     /// GetObject requests that returned a body (200 or 206).
     pub bodies: u64,
+    /// PutObject requests that stored an object.
+    pub puts: u64,
+    /// UploadPart requests that stored a part.
+    pub parts: u64,
+    /// Create-only PUTs refused because the object existed.
+    pub create_conflicts: u64,
 }
 
 #[derive(Default)]
@@ -51,12 +61,18 @@ struct Counters {
     not_modified: AtomicU64,
     precondition_failed: AtomicU64,
     bodies: AtomicU64,
+    puts: AtomicU64,
+    parts: AtomicU64,
+    create_conflicts: AtomicU64,
 }
 
 /// s3s-fs with S3's conditional GET semantics.
 struct ConditionalFs {
     fs: s3s_fs::FileSystem,
     counters: Arc<Counters>,
+    root: PathBuf,
+    /// Serialises create-only PUTs, so two of them cannot both see "absent".
+    create: tokio::sync::Mutex<()>,
 }
 
 fn condition_matches(cond: &ETagCondition, etag: Option<&ETag>) -> bool {
@@ -107,7 +123,54 @@ impl S3 for ConditionalFs {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        self.fs.put_object(req).await
+        if matches!(req.input.if_none_match, Some(ETagCondition::Any)) {
+            let _one_at_a_time = self.create.lock().await;
+            if self.root.join(&req.input.bucket).join(&req.input.key).exists() {
+                self.counters.create_conflicts.fetch_add(1, Ordering::SeqCst);
+                return Err(s3_error!(PreconditionFailed));
+            }
+            let r = self.fs.put_object(req).await?;
+            self.counters.puts.fetch_add(1, Ordering::SeqCst);
+            return Ok(r);
+        }
+        let r = self.fs.put_object(req).await?;
+        self.counters.puts.fetch_add(1, Ordering::SeqCst);
+        Ok(r)
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.fs.create_multipart_upload(req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let r = self.fs.upload_part(req).await?;
+        self.counters.parts.fetch_add(1, Ordering::SeqCst);
+        Ok(r)
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.fs.complete_multipart_upload(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.fs.abort_multipart_upload(req).await
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.fs.delete_objects(req).await
     }
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
@@ -137,6 +200,8 @@ impl S3Server {
         let mut builder = S3ServiceBuilder::new(ConditionalFs {
             fs,
             counters: Arc::clone(&counters),
+            root: root.path().to_path_buf(),
+            create: tokio::sync::Mutex::new(()),
         });
         if let Some((ak, sk)) = access_key {
             builder.set_auth(s3s::auth::SimpleAuth::from_single(ak, sk.to_string()));
@@ -197,6 +262,9 @@ impl S3Server {
             not_modified: c.not_modified.load(Ordering::SeqCst),
             precondition_failed: c.precondition_failed.load(Ordering::SeqCst),
             bodies: c.bodies.load(Ordering::SeqCst),
+            puts: c.puts.load(Ordering::SeqCst),
+            parts: c.parts.load(Ordering::SeqCst),
+            create_conflicts: c.create_conflicts.load(Ordering::SeqCst),
         }
     }
 }

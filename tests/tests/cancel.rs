@@ -91,7 +91,8 @@ async fn cancelling_a_running_task_fences_its_worker_out_and_the_run_fails() {
         poll: Duration::from_millis(50),
         slots: 1,
         max_active_runs: 10,
-        artifacts_dir: std::env::temp_dir().join("reelflow-cancel-tests"),
+        scratch_dir: std::env::temp_dir().join("reelflow-cancel-tests"),
+        artifacts: reelflow_artifacts::Artifacts::local(&std::env::temp_dir().join("reelflow-cancel-tests")).unwrap(),
     };
     let engine = Arc::new(Engine::new(db.pool.clone(), vec![dag], cfg));
     let (run, _) = runs::ensure_run(&db.pool, &spec, "2026-05", "manual", false)

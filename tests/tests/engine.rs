@@ -88,7 +88,8 @@ fn engine(db: &TestDb, dag: Arc<Dag>, worker: &str, lease: Duration) -> Arc<Engi
         poll: Duration::from_millis(50),
         slots: 2,
         max_active_runs: 100,
-        artifacts_dir: std::env::temp_dir().join("reelflow-engine-tests"),
+        scratch_dir: std::env::temp_dir().join("reelflow-engine-tests"),
+        artifacts: reelflow_artifacts::Artifacts::local(&std::env::temp_dir().join("reelflow-engine-tests")).unwrap(),
     };
     Arc::new(Engine::new(db.pool.clone(), vec![dag], cfg))
 }

@@ -521,7 +521,7 @@ async fn file_url_and_plain_path_sources() {
 }
 
 #[tokio::test]
-async fn fetch_task_puts_the_zip_under_the_artifact_dir() {
+async fn fetch_task_downloads_to_scratch_and_stores_the_zip_under_its_attempt() {
     let server = S3Server::start(None).await;
     let object = zip_of(MIB, 16);
     server.put(BUCKET, KEY, &object);
@@ -535,17 +535,49 @@ async fn fetch_task_puts_the_zip_under_the_artifact_dir() {
         run_id: 1,
         period: Period::new(2026, 11).unwrap(),
         try_number: 1,
-        artifact_dir: artifacts.path().to_path_buf(),
+        attempt_id: 5,
+        scratch_dir: artifacts.path().join("scratch"),
+        artifacts: reelflow_artifacts::Artifacts::local(&artifacts.path().join("store")).unwrap(),
         cancel: Cancel::never(),
     };
 
     assert_eq!(task.id(), "fetch");
+    // Downloads of other periods in scratch: a finished one goes, one in progress stays.
+    let scratch = artifacts.path().join("scratch");
+    std::fs::create_dir_all(scratch.join("../2026-09/fetch")).unwrap();
+    std::fs::write(scratch.join("../2026-09/fetch/source.zip"), b"old").unwrap();
+    std::fs::create_dir_all(scratch.join("../2026-10/fetch")).unwrap();
+    std::fs::write(scratch.join("../2026-10/fetch/source.zip.part"), b"busy").unwrap();
     let value = task.run(&ctx, &Outputs::new()).await.unwrap();
-    let zip = artifacts.path().join("fetch").join("source.zip");
+    assert!(
+        !scratch.join("../2026-09/fetch").exists(),
+        "an older finished download is removed"
+    );
+    assert!(
+        scratch.join("../2026-10/fetch/source.zip.part").exists(),
+        "a download in progress stays"
+    );
+    let zip = artifacts.path().join("scratch/fetch/source.zip");
     assert_eq!(value["path"], serde_json::json!(zip));
     assert_eq!(value["sha256"], sha256(&object));
     let out: FetchOutput = serde_json::from_value(value).unwrap();
-    assert_fetched(&out, &artifacts.path().join("fetch"), &object);
+    // source.json in scratch describes the download; the output adds the stored object.
+    let download = FetchOutput {
+        object: None,
+        ..out.clone()
+    };
+    assert_fetched(&download, &artifacts.path().join("scratch/fetch"), &object);
+    // The zip is in the artifact store under this attempt's key, with its size and checksum.
+    let stored = out.object.clone().expect("the stored zip");
+    assert_eq!(stored.key, "movies_monthly/2026-11/run-1/fetch/attempt-5/source.zip");
+    assert_eq!(
+        (stored.size, stored.sha256.as_str()),
+        (object.len() as u64, out.sha256.as_str())
+    );
+    assert_eq!(
+        std::fs::read(artifacts.path().join("store").join(&stored.key)).unwrap(),
+        object
+    );
 
     let missing = FetchTask {
         source: Source::parse(&format!("s3://{BUCKET}/missing.zip")).unwrap(),

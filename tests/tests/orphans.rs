@@ -24,7 +24,7 @@ fn config(db: &TestDb, dir: &Path) -> Config {
 
 async fn drive(cfg: &Config, pool: &PgPool, run_id: i64) {
     let dag = reelflow::pipeline::dag(cfg, pool).unwrap();
-    let e = reelflow::engine::Engine::new(pool.clone(), vec![dag], reelflow::pipeline::engine_config(cfg));
+    let e = reelflow::engine::Engine::new(pool.clone(), vec![dag], reelflow::pipeline::engine_config(cfg).unwrap());
     let (_tx, rx) = tokio::sync::watch::channel(false);
     std::sync::Arc::new(e)
         .run(Some(run_id), rx, std::time::Duration::from_secs(5))
@@ -130,12 +130,24 @@ async fn a_cancelled_loads_half_built_schema_is_dropped_once_no_loader_holds_it(
         .await
         .unwrap();
     assert!(first.succeeded());
-    let clean_dir = cfg.artifacts_dir.join("movies_monthly/2026-07/clean");
+    // The clean record the first run stored.
+    let record: reelflow_artifacts::ObjectRef =
+        serde_json::from_value(first.outputs["clean"]["record"].clone()).unwrap();
+    let store = cfg.artifacts().unwrap();
     // A load dropped mid-way (what cancelling the load task does): its schema stays `building`.
     let load = tokio::spawn({
-        let (pool, dir) = (pool.clone(), clean_dir.clone());
+        let pool = pool.clone();
         async move {
-            reelflow_load::load_snapshot(&pool, &dir, "movies_monthly", "2026-08", Some(99), &Default::default()).await
+            reelflow_load::load_snapshot(
+                &pool,
+                &store,
+                &record,
+                "movies_monthly",
+                "2026-08",
+                Some(99),
+                &Default::default(),
+            )
+            .await
         }
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -1,23 +1,42 @@
 //! The whole monthly pipeline over the fixture zip, against a real PostgreSQL: report rows
 //! computed by hand, rejects, idempotent re-runs, and a failed load that leaves the published
-//! snapshot alone.
+//! snapshot alone. The key tests run twice, once per artifact store: `::local` (a folder) and
+//! `::s3` (the in-process S3 server of `reelflow_e2e::s3`, no folder shared by the stages).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use reelflow::config::Config;
+use reelflow_artifacts::{Artifacts, ObjectRef};
 use reelflow_dag::Period;
+use reelflow_e2e::s3::S3Server;
 use reelflow_e2e::{fixture, pg::TestDb};
 use sqlx::{PgPool, Row};
 
-fn config(db: &TestDb, source: &Path, artifacts: &Path) -> Config {
-    let vars: HashMap<&str, String> = [
+/// The artifact store a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Store {
+    /// `artifacts_dir`, the default.
+    Local,
+    /// `s3://artifacts/reelflow` on an in-process S3 server.
+    S3,
+}
+
+const BUCKET: &str = "artifacts";
+
+fn config(db: &TestDb, source: &Path, artifacts: &Path, s3: Option<&S3Server>) -> Config {
+    let mut vars: HashMap<&str, String> = [
         ("DATABASE_URL", db.url.clone()),
         ("REELFLOW_SOURCE", source.display().to_string()),
         ("REELFLOW_ARTIFACTS_DIR", artifacts.display().to_string()),
     ]
     .into_iter()
     .collect();
+    if let Some(s3) = s3 {
+        vars.insert("REELFLOW_ARTIFACTS_URL", format!("s3://{BUCKET}/reelflow"));
+        vars.insert("REELFLOW_FETCH_S3_ENDPOINT", s3.endpoint.clone());
+        vars.insert("REELFLOW_ARTIFACTS_S3_REGION", "us-east-1".into());
+    }
     Config::load(None, &|k| vars.get(k).cloned()).expect("test config")
 }
 
@@ -25,15 +44,96 @@ struct Setup {
     db: TestDb,
     dir: tempfile::TempDir,
     cfg: Config,
+    /// The S3 server of [`Store::S3`].
+    s3: Option<S3Server>,
+}
+
+impl Setup {
+    /// The artifact store of the configuration.
+    fn artifacts(&self) -> Artifacts {
+        self.cfg.artifacts().expect("artifact store")
+    }
+
+    /// Where the store keeps `key` on disk (the local folder, or the S3 server's directory).
+    fn object_path(&self, key: &str) -> std::path::PathBuf {
+        match &self.s3 {
+            Some(s3) => s3.path_of(BUCKET, key),
+            None => self.cfg.artifacts_dir.join(key),
+        }
+    }
 }
 
 async fn setup(zip: Vec<u8>) -> Setup {
+    setup_in(zip, Store::Local).await
+}
+
+async fn setup_in(zip: Vec<u8>, store: Store) -> Setup {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("the-movies-dataset.zip");
     std::fs::write(&source, zip).unwrap();
-    let cfg = config(&db, &source, &dir.path().join("artifacts"));
-    Setup { db, dir, cfg }
+    let s3 = match store {
+        Store::Local => None,
+        Store::S3 => {
+            let server = S3Server::start(None).await;
+            server.create_bucket(BUCKET);
+            Some(server)
+        }
+    };
+    let cfg = config(&db, &source, &dir.path().join("artifacts"), s3.as_ref());
+    Setup { db, dir, cfg, s3 }
+}
+
+/// Runs the test `$name(Store)` once per artifact store, as `$name::local` and `$name::s3`.
+macro_rules! both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn local() {
+                super::$name(super::Store::Local).await
+            }
+            #[tokio::test]
+            async fn s3() {
+                super::$name(super::Store::S3).await
+            }
+        }
+    };
+}
+
+/// The clean output of a report: the record's reference and the files by name.
+fn clean_objects(report: &reelflow::pipeline::RunReport) -> (ObjectRef, std::collections::BTreeMap<String, ObjectRef>) {
+    let clean = &report.outputs["clean"];
+    (
+        serde_json::from_value(clean["record"].clone()).expect("the clean record"),
+        serde_json::from_value(clean["files"].clone()).expect("the clean files"),
+    )
+}
+
+/// A clean output like the one of `report` with `file`'s text replaced by `text` (stored as a
+/// new object under `test/`, with a new record): bad data that the clean stage could have
+/// written, for testing what the load does with it.
+async fn clean_output_with(s: &Setup, report: &reelflow::pipeline::RunReport, file: &str, text: &str) -> ObjectRef {
+    let store = s.artifacts();
+    let (record, _) = clean_objects(report);
+    let mut rec: reelflow_clean::CleanRecord =
+        serde_json::from_slice(&store.get_bytes(&record).await.unwrap()).unwrap();
+    let local = s.dir.path().join(file);
+    std::fs::write(&local, text).unwrap();
+    let stored = store
+        .put_file(&store.key(&format!("test/{file}")), &local, &|| false)
+        .await
+        .unwrap();
+    rec.files.insert(file.to_string(), stored);
+    store
+        .put_create(&store.key("test/manifest.json"), serde_json::to_vec(&rec).unwrap())
+        .await
+        .unwrap()
+}
+
+/// The text of a stored clean file of `report`.
+async fn clean_text(s: &Setup, report: &reelflow::pipeline::RunReport, file: &str) -> String {
+    let (_, files) = clean_objects(report);
+    String::from_utf8(s.artifacts().get_bytes(&files[file]).await.unwrap().to_vec()).unwrap()
 }
 
 async fn rows(pool: &PgPool, sql: &str) -> Vec<String> {
@@ -48,9 +148,9 @@ async fn rows(pool: &PgPool, sql: &str) -> Vec<String> {
     .collect()
 }
 
-#[tokio::test]
-async fn fixture_reports_match_hand_computed_rows() {
-    let s = setup(fixture::zip()).await;
+both_stores!(fixture_reports_match_hand_computed_rows);
+async fn fixture_reports_match_hand_computed_rows(store: Store) {
+    let s = setup_in(fixture::zip(), store).await;
     let period: Period = "2026-11".parse().unwrap();
     let report = reelflow::pipeline::run_period(&s.cfg, &s.db.pool, period, false)
         .await
@@ -210,20 +310,25 @@ async fn fixture_reports_match_hand_computed_rows() {
 
 use reelflow_e2e::pg::published_checksums;
 
-#[tokio::test]
-async fn same_period_twice_publishes_identical_data_and_keeps_two_previous() {
-    let mut s = setup(fixture::zip()).await;
+both_stores!(same_period_twice_publishes_identical_data_and_keeps_two_previous);
+async fn same_period_twice_publishes_identical_data_and_keeps_two_previous(store: Store) {
+    let mut s = setup_in(fixture::zip(), store).await;
     // Reload on every rerun even though the source is unchanged (see the test below).
     s.cfg.load.reuse_unchanged = false;
     let period: Period = "2026-10".parse().unwrap();
     let pool = &s.db.pool;
-    assert!(reelflow::pipeline::run_period(&s.cfg, pool, period, false)
+    let first_report = reelflow::pipeline::run_period(&s.cfg, pool, period, false)
         .await
-        .expect("first run")
-        .succeeded());
+        .expect("first run");
+    assert!(first_report.succeeded());
     let first = published_checksums(pool).await;
     assert!(first.len() >= 20, "{first:?}");
-    let clean_manifest = std::fs::read(s.cfg.artifacts_dir.join("movies_monthly/2026-10/clean/manifest.json")).unwrap();
+    let checksums = |r: &reelflow::pipeline::RunReport| {
+        let (_, files) = clean_objects(r);
+        files.into_iter().map(|(f, o)| (f, o.sha256)).collect::<Vec<_>>()
+    };
+    let clean_files = checksums(&first_report);
+    let mut records = vec![clean_objects(&first_report).0.key];
     for _ in 0..3 {
         let report = reelflow::pipeline::run_period(&s.cfg, pool, period, true)
             .await
@@ -233,13 +338,21 @@ async fn same_period_twice_publishes_identical_data_and_keeps_two_previous() {
             report.outputs["fetch"]["reused"], true,
             "unchanged file source is reused"
         );
+        assert_eq!(
+            checksums(&report),
+            clean_files,
+            "the same zip gives byte-identical clean outputs"
+        );
+        records.push(clean_objects(&report).0.key);
     }
     assert_eq!(published_checksums(pool).await, first, "re-runs publish identical data");
-    assert_eq!(
-        std::fs::read(s.cfg.artifacts_dir.join("movies_monthly/2026-10/clean/manifest.json")).unwrap(),
-        clean_manifest,
-        "the same zip gives byte-identical clean outputs"
-    );
+    // Each attempt wrote under its own keys, and every record is still there.
+    records.sort();
+    records.dedup();
+    assert_eq!(records.len(), 4, "{records:?}");
+    for key in &records {
+        assert!(s.object_path(key).is_file(), "{key}");
+    }
     // Four publishes: the current one plus two previous are kept, the oldest is dropped.
     let states: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM reelflow.snapshots ORDER BY id")
         .fetch_all(pool)
@@ -348,55 +461,65 @@ async fn a_rerun_of_an_unchanged_source_reuses_the_snapshot_and_a_changed_one_re
     assert_eq!(published_checksums(pool).await, data);
 }
 
-#[tokio::test]
-async fn rating_totals_that_do_not_add_up_to_the_ratings_fail_the_load() {
-    let s = setup(fixture::zip()).await;
+both_stores!(rating_totals_that_do_not_add_up_to_the_ratings_fail_the_load);
+async fn rating_totals_that_do_not_add_up_to_the_ratings_fail_the_load(store: Store) {
+    let s = setup_in(fixture::zip(), store).await;
     let pool = &s.db.pool;
     let run = reelflow::pipeline::run_period(&s.cfg, pool, "2026-09".parse().unwrap(), false)
         .await
         .unwrap();
     assert!(run.succeeded(), "{}", run.failure());
-    let clean_dir = s.cfg.artifacts_dir.join("movies_monthly/2026-09/clean");
-    let path = clean_dir.join("ratings_per_movie.tsv");
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = clean_text(&s, &run, "ratings_per_movie.tsv").await;
     let mut fields: Vec<&str> = text.lines().next().unwrap().split('\t').collect();
     let more = (fields[1].parse::<i64>().unwrap() + 1).to_string();
     fields[1] = &more;
     let first = fields.join("\t");
     let rest: Vec<&str> = text.lines().skip(1).collect();
-    std::fs::write(
-        &path,
-        format!("{first}\n{}", rest.iter().map(|l| format!("{l}\n")).collect::<String>()),
+    let changed = format!("{first}\n{}", rest.iter().map(|l| format!("{l}\n")).collect::<String>());
+    let record = clean_output_with(&s, &run, "ratings_per_movie.tsv", &changed).await;
+    let store = s.artifacts();
+    let err = reelflow_load::load_snapshot(
+        pool,
+        &store,
+        &record,
+        "movies_monthly",
+        "2026-09",
+        None,
+        &Default::default(),
     )
-    .unwrap();
-    let err = reelflow_load::load_snapshot(pool, &clean_dir, "movies_monthly", "2026-09", None, &Default::default())
-        .await
-        .expect_err("totals that do not add up must fail the load");
+    .await
+    .expect_err("totals that do not add up must fail the load");
     let task_err: reelflow_dag::TaskError = err.into();
     assert!(!task_err.is_retryable(), "{task_err}");
     assert!(task_err.message.contains("ratings_per_movie adds up to"), "{task_err}");
 }
 
-#[tokio::test]
-async fn failed_load_leaves_published_snapshot_and_no_half_built_schema() {
-    let s = setup(fixture::zip()).await;
+both_stores!(failed_load_leaves_published_snapshot_and_no_half_built_schema);
+async fn failed_load_leaves_published_snapshot_and_no_half_built_schema(store: Store) {
+    let s = setup_in(fixture::zip(), store).await;
     let pool = &s.db.pool;
-    assert!(
-        reelflow::pipeline::run_period(&s.cfg, pool, "2026-09".parse().unwrap(), false)
-            .await
-            .expect("good run")
-            .succeeded()
-    );
+    let good = reelflow::pipeline::run_period(&s.cfg, pool, "2026-09".parse().unwrap(), false)
+        .await
+        .expect("good run");
+    assert!(good.succeeded());
     let before = published_checksums(pool).await;
 
-    // Corrupt one COPY file after cleaning: the load fails midway, after some tables are in.
-    let clean_dir = s.cfg.artifacts_dir.join("movies_monthly/2026-09/clean");
-    let mut text = std::fs::read_to_string(clean_dir.join("ratings.tsv")).unwrap();
+    // A COPY file with a bad row: the load fails midway, after some tables are in.
+    let mut text = clean_text(&s, &good, "ratings.tsv").await;
     text.push_str("not-a-number\t1\t1\t1\n");
-    std::fs::write(clean_dir.join("ratings.tsv"), text).unwrap();
-    let err = reelflow_load::load_snapshot(pool, &clean_dir, "movies_monthly", "2026-09", None, &Default::default())
-        .await
-        .expect_err("load of a corrupt file must fail");
+    let record = clean_output_with(&s, &good, "ratings.tsv", &text).await;
+    let store = s.artifacts();
+    let err = reelflow_load::load_snapshot(
+        pool,
+        &store,
+        &record,
+        "movies_monthly",
+        "2026-09",
+        None,
+        &Default::default(),
+    )
+    .await
+    .expect_err("load of a corrupt file must fail");
     let task_err: reelflow_dag::TaskError = err.into();
     assert!(!task_err.is_retryable(), "{task_err}");
     assert!(task_err.message.contains("ratings"), "{task_err}");
@@ -745,7 +868,7 @@ async fn integers_written_as_floats_load_as_the_same_integers() {
 /// Runs the engine on one run until it is finished.
 async fn drive(cfg: &Config, pool: &PgPool, run_id: i64) {
     let dag = reelflow::pipeline::dag(cfg, pool).unwrap();
-    let e = reelflow::engine::Engine::new(pool.clone(), vec![dag], reelflow::pipeline::engine_config(cfg));
+    let e = reelflow::engine::Engine::new(pool.clone(), vec![dag], reelflow::pipeline::engine_config(cfg).unwrap());
     let (_tx, rx) = tokio::sync::watch::channel(false);
     std::sync::Arc::new(e)
         .run(Some(run_id), rx, std::time::Duration::from_secs(5))
@@ -767,9 +890,9 @@ fn counts(v: &[(&str, i64)]) -> Vec<(String, i64)> {
     v.iter().map(|(t, n)| (t.to_string(), *n)).collect()
 }
 
-#[tokio::test]
-async fn retrying_load_reuses_the_stored_clean_output_with_and_without_downstream() {
-    let s = setup(fixture::zip()).await;
+both_stores!(retrying_load_reuses_the_stored_clean_output_with_and_without_downstream);
+async fn retrying_load_reuses_the_stored_clean_output_with_and_without_downstream(store: Store) {
+    let s = setup_in(fixture::zip(), store).await;
     let pool = &s.db.pool;
     let period: Period = "2026-07".parse().unwrap();
     let first = reelflow::pipeline::run_period(&s.cfg, pool, period, false)
@@ -779,9 +902,10 @@ async fn retrying_load_reuses_the_stored_clean_output_with_and_without_downstrea
     let run_id = first.run.id;
     let published = published_checksums(pool).await;
     let dag = reelflow::pipeline::dag_spec(&s.cfg);
-    // The source disappears: fetching or cleaning again would fail, so a passing retry proves
-    // load ran from the stored clean output.
+    // The source and this machine's scratch folder disappear: fetching or cleaning again would
+    // fail, so a passing retry proves load ran from the stored clean output.
     std::fs::remove_file(s.dir.path().join("the-movies-dataset.zip")).unwrap();
+    std::fs::remove_dir_all(s.cfg.scratch_dir()).unwrap();
 
     // Without downstream: load runs again and builds a new ready snapshot; publish stays done.
     let cleared = reelflow::ops::retry(pool, &dag, run_id, "load", false, "test")
@@ -894,4 +1018,106 @@ async fn a_backfilled_older_period_does_not_replace_the_newer_published_one() {
         .unwrap();
     let again = reelflow_load::publish(pool, 3, 2).await.expect("publishing again");
     assert!(!again.current);
+}
+
+both_stores!(retention_deletes_the_artifacts_of_runs_whose_snapshots_are_gone);
+async fn retention_deletes_the_artifacts_of_runs_whose_snapshots_are_gone(store: Store) {
+    let mut s = setup_in(fixture::zip(), store).await;
+    // No previous snapshot kept, of this period or another: publishing a newer period drops
+    // the older one's.
+    s.cfg.load.keep_previous = 0;
+    s.cfg.load.keep_periods = 0;
+    let pool = &s.db.pool;
+    let keys = |r: &reelflow::pipeline::RunReport| {
+        let (record, files) = clean_objects(r);
+        let zip: ObjectRef = serde_json::from_value(r.outputs["fetch"]["object"].clone()).unwrap();
+        let mut keys = vec![zip.key, record.key];
+        keys.extend(files.into_values().map(|o| o.key));
+        keys
+    };
+    let old = reelflow::pipeline::run_period(&s.cfg, pool, "2026-05".parse().unwrap(), false)
+        .await
+        .unwrap();
+    assert!(old.succeeded(), "{}", old.failure());
+    let old_keys = keys(&old);
+    assert!(old_keys.len() >= 8, "{old_keys:?}");
+    for k in &old_keys {
+        assert!(s.object_path(k).is_file(), "{k} stored");
+        assert!(
+            k.starts_with(
+                &s.artifacts()
+                    .key(&format!("movies_monthly/2026-05/run-{}/", old.run.id))
+            ),
+            "{k}"
+        );
+    }
+    let new = reelflow::pipeline::run_period(&s.cfg, pool, "2026-06".parse().unwrap(), false)
+        .await
+        .unwrap();
+    assert!(new.succeeded(), "{}", new.failure());
+    assert_eq!(
+        snapshot_states(pool)
+            .await
+            .iter()
+            .map(|(_, st)| st.as_str())
+            .collect::<Vec<_>>(),
+        ["dropped", "published"]
+    );
+    for k in &old_keys {
+        assert!(!s.object_path(k).exists(), "{k} deleted with its run's snapshot");
+    }
+    for k in keys(&new) {
+        assert!(s.object_path(&k).is_file(), "{k} of the published snapshot kept");
+    }
+    // A load of the swept run says what is missing and what to do.
+    let (record, _) = clean_objects(&old);
+    let err = reelflow_load::load_snapshot(
+        pool,
+        &s.artifacts(),
+        &record,
+        "movies_monthly",
+        "2026-05",
+        None,
+        &Default::default(),
+    )
+    .await
+    .expect_err("the swept record is gone");
+    assert!(
+        err.to_string().contains("is missing") && err.to_string().contains("retry the task"),
+        "{err}"
+    );
+}
+
+both_stores!(an_object_altered_after_its_record_was_written_fails_the_load_and_is_never_loaded);
+async fn an_object_altered_after_its_record_was_written_fails_the_load_and_is_never_loaded(store: Store) {
+    let s = setup_in(fixture::zip(), store).await;
+    let pool = &s.db.pool;
+    let good = reelflow::pipeline::run_period(&s.cfg, pool, "2026-04".parse().unwrap(), false)
+        .await
+        .unwrap();
+    assert!(good.succeeded(), "{}", good.failure());
+    // Same size, other bytes: only the checksum can tell.
+    let (record, files) = clean_objects(&good);
+    let path = s.object_path(&files["movies.tsv"].key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.iter().position(|b| b.is_ascii_digit()).unwrap();
+    bytes[at] = if bytes[at] == b'9' { b'8' } else { bytes[at] + 1 };
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let err = reelflow_load::load_snapshot(
+        pool,
+        &s.artifacts(),
+        &record,
+        "movies_monthly",
+        "2026-04",
+        None,
+        &Default::default(),
+    )
+    .await
+    .expect_err("an altered object");
+    let task_err: reelflow_dag::TaskError = err.into();
+    assert!(!task_err.is_retryable(), "{task_err}");
+    assert!(task_err.message.contains("does not match its record"), "{task_err}");
+    let states = snapshot_states(pool).await;
+    assert_eq!(states.last().map(|(_, st)| st.as_str()), Some("failed"), "{states:?}");
 }

@@ -803,7 +803,8 @@ async fn each_attempt_keeps_its_own_bounded_log_in_the_store() {
             poll: Duration::from_millis(100),
             slots: 1,
             max_active_runs: 1,
-            artifacts_dir: dir.path().to_path_buf(),
+            scratch_dir: dir.path().join(".scratch"),
+            artifacts: reelflow_artifacts::Artifacts::local(dir.path()).unwrap(),
         },
     ));
     let (run, _) = reelflow_store::runs::ensure_run(&db.pool, &spec, "2026-11", "manual", false)

@@ -72,7 +72,7 @@ async fn an_operator_finds_why_a_period_failed_retries_it_from_the_page_and_sees
     let engine = Arc::new(Engine::new(
         db.pool.clone(),
         vec![dag.clone()],
-        reelflow::pipeline::engine_config(&cfg),
+        reelflow::pipeline::engine_config(&cfg).unwrap(),
     ));
     let state = Arc::new(AppState {
         engine: Some(engine.clone()),

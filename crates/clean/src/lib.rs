@@ -80,7 +80,7 @@ pub use clean::{clean_zip, clean_zip_with_cancel, RejectReason, MANIFEST_FILE, R
 pub use error::CleanError;
 pub use manifest::{FileStats, Manifest, RejectsOutput, TableOutput, MANIFEST_FORMAT};
 pub use schema::{table, ColumnDef, ForeignKey, TableDef, TABLES};
-pub use task::{CleanInput, CleanOutput, CleanTask};
+pub use task::{CleanInput, CleanOutput, CleanRecord, CleanTask};
 
 /// Settings of a clean.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,5 +1,6 @@
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 
+use reelflow_artifacts::ObjectRef;
 use reelflow_dag::{BoxFuture, Measure, Stage, TaskContext, TaskError};
 use reelflow_fetch::FetchOutput;
 use serde::{Deserialize, Serialize};
@@ -17,12 +18,15 @@ pub struct CleanInput {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CleanOutput {
-    /// The COPY files, `rejects.tsv` and `manifest.json` in `dir`.
+    /// The COPY files and `rejects.tsv` in the artifact store, and the record of them.
     Cleaned {
-        /// The output folder.
-        dir: PathBuf,
-        /// What is in it.
+        /// What the files hold.
         manifest: Manifest,
+        /// Every file (the COPY file of each table, `rejects.tsv`) by file name.
+        files: BTreeMap<String, ObjectRef>,
+        /// `manifest.json` in the store, a [`CleanRecord`] of `manifest` and `files`: written
+        /// last and create-only, so it exists only once every file is complete.
+        record: ObjectRef,
     },
     /// Nothing was cleaned: the period's kept snapshot `unchanged_snapshot` was built from a
     /// source with this SHA-256 by this same build, and load passes it through.
@@ -32,6 +36,16 @@ pub enum CleanOutput {
         /// The source's SHA-256.
         source_sha256: String,
     },
+}
+
+/// The record the clean task writes last (as `manifest.json` in its attempt's folder of the
+/// artifact store): what the files hold and where they are. The load reads exactly this.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CleanRecord {
+    /// What the files hold.
+    pub manifest: Manifest,
+    /// Every file by name.
+    pub files: BTreeMap<String, ObjectRef>,
 }
 
 impl CleanOutput {
@@ -94,9 +108,13 @@ impl CleanOutput {
     }
 }
 
-/// The `clean` task: cleans the zip that `fetch` produced into `<artifact_dir>/clean`.
+/// The `clean` task: downloads the zip `fetch` stored (once, into its scratch folder: reading a
+/// zip needs random access), cleans it there, uploads every file to the artifact store under
+/// this attempt's keys and writes the [`CleanRecord`] last, create-only. The scratch folder is
+/// removed afterwards.
 ///
-/// Idempotent: a retry replaces the folder a previous attempt left behind.
+/// Idempotent: a retry is a new attempt with keys of its own; it never touches what an earlier
+/// attempt wrote.
 #[derive(Clone, Debug, Default)]
 pub struct CleanTask {
     /// Settings for [`crate::clean_zip`].
@@ -110,20 +128,17 @@ impl Stage for CleanTask {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext, input: CleanInput) -> BoxFuture<'a, Result<CleanOutput, TaskError>> {
         Box::pin(async move {
-            let zip = input.fetch.path;
-            let out = ctx.artifact_dir.join("clean");
-            let cfg = self.config.clone();
-            let cancel = ctx.cancel.clone();
-            let dir = out.clone();
-            // The blocking thread does not inherit the task's span: enter it there.
-            let span = tracing::Span::current();
-            let manifest = tokio::task::spawn_blocking(move || {
-                span.in_scope(|| clean_zip_with_cancel(&zip, &dir, &cfg, &|| cancel.is_cancelled()))
-            })
-            .await
-            .map_err(|e| TaskError::fatal(format!("clean: the cleaning thread failed: {e}")))?
-            .map_err(|e| task_error(e, ctx.run_id))?;
-            Ok(CleanOutput::Cleaned { dir: out, manifest })
+            let runs = ctx.scratch_dir.join(format!("run-{}", ctx.run_id)).join(Self::ID);
+            // What earlier attempts on this machine left behind (their objects are in the store).
+            let _ = tokio::fs::remove_dir_all(&runs).await;
+            let work = runs.join(format!("attempt-{}", ctx.attempt_id));
+            let result = self.clean_and_store(ctx, input, &work).await;
+            if let Err(e) = tokio::fs::remove_dir_all(&work).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %work.display(), error = %e, "could not remove the scratch folder");
+                }
+            }
+            result
         })
     }
 
@@ -133,6 +148,65 @@ impl Stage for CleanTask {
 
     fn summary(out: &CleanOutput) -> Vec<String> {
         out.summary()
+    }
+}
+
+impl CleanTask {
+    async fn clean_and_store(
+        &self,
+        ctx: &TaskContext,
+        input: CleanInput,
+        work: &std::path::Path,
+    ) -> Result<CleanOutput, TaskError> {
+        let cancel = ctx.cancel.clone();
+        let cancelled = move || cancel.is_cancelled();
+        let zip = match &input.fetch.object {
+            Some(object) => {
+                let zip = work.join("source.zip");
+                ctx.artifacts.download(object, &zip, &cancelled).await?;
+                zip
+            }
+            // An output recorded before the artifact store: the zip is the local file.
+            None => input.fetch.path.clone(),
+        };
+        let out = work.join("out");
+        let cfg = self.config.clone();
+        let cancel = ctx.cancel.clone();
+        let dir = out.clone();
+        // The blocking thread does not inherit the task's span: enter it there.
+        let span = tracing::Span::current();
+        let manifest = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| clean_zip_with_cancel(&zip, &dir, &cfg, &|| cancel.is_cancelled()))
+        })
+        .await
+        .map_err(|e| TaskError::fatal(format!("clean: the cleaning thread failed: {e}")))?
+        .map_err(|e| task_error(e, ctx.run_id))?;
+        let names = manifest
+            .tables
+            .values()
+            .map(|t| t.file.clone())
+            .chain([manifest.rejects.file.clone()]);
+        let mut files = BTreeMap::new();
+        for name in names {
+            let key = ctx.artifact_key(Self::ID, &name);
+            let object = ctx.artifacts.put_file(&key, &out.join(&name), &cancelled).await?;
+            files.insert(name, object);
+            // Some files stored, the record not yet written.
+            reelflow_dag::failpoint("clean.mid_upload");
+        }
+        let record = CleanRecord { manifest, files };
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| TaskError::fatal(format!("clean: cannot encode the manifest: {e}")))?;
+        let record_ref = ctx
+            .artifacts
+            .put_create(&ctx.artifact_key(Self::ID, crate::clean::MANIFEST_FILE), bytes)
+            .await?;
+        tracing::info!(key = %record_ref.key, store = %ctx.artifacts.url(), files = record.files.len(), "clean output stored");
+        Ok(CleanOutput::Cleaned {
+            manifest: record.manifest,
+            files: record.files,
+            record: record_ref,
+        })
     }
 }
 

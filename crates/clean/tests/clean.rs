@@ -998,44 +998,71 @@ fn cancellation_stops_and_leaves_nothing() {
 
 #[test]
 fn clean_task_reads_fetch_output() {
-    use reelflow_clean::CleanTask;
+    use reelflow_clean::{CleanRecord, CleanTask};
     use reelflow_dag::{Cancel, ErrorKind, Outputs, Period, Task, TaskContext};
 
     let fx = Fixture::new(&fixture_entries());
+    let store = reelflow_artifacts::Artifacts::local(&fx.dir.path().join("store")).unwrap();
     let ctx = TaskContext {
         dag_id: "movies_monthly".into(),
         run_id: 1,
         period: Period::new(2026, 11).unwrap(),
         try_number: 1,
-        artifact_dir: fx.dir.path().join("artifacts"),
+        attempt_id: 3,
+        scratch_dir: fx.dir.path().join("scratch"),
+        artifacts: store.clone(),
         cancel: Cancel::never(),
     };
     let task = CleanTask::default();
     assert_eq!(task.id(), "clean");
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    // The fetch task's output, as the engine stores it.
-    let fetch_output = |path: &std::path::Path| {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The fetch task's output, as the engine stores it: the zip in the artifact store.
+    let zip = rt
+        .block_on(store.put_file(
+            "movies_monthly/2026-11/run-1/fetch/attempt-2/source.zip",
+            &fx.zip(),
+            &|| false,
+        ))
+        .unwrap();
+    let fetch_output = |path: &std::path::Path, object: Option<&reelflow_artifacts::ObjectRef>| {
         serde_json::json!({
             "path": path, "size": 1, "sha256": "00", "etag": null, "last_modified": null,
-            "source": "file:///x.zip", "reused": false, "resumes": 0
+            "source": "file:///x.zip", "reused": false, "resumes": 0, "object": object
         })
     };
 
     let mut inputs = Outputs::new();
-    inputs.insert("fetch".into(), fetch_output(&fx.zip()));
+    inputs.insert(
+        "fetch".into(),
+        fetch_output(&fx.dir.path().join("not-read.zip"), Some(&zip)),
+    );
     let out = rt.block_on(task.run(&ctx, &inputs)).unwrap();
-    let dir = ctx.artifact_dir.join("clean");
-    assert_eq!(out["dir"], dir.to_string_lossy().as_ref());
     assert_eq!(out["manifest"]["tables"]["movies"]["rows"], 6);
-    assert!(dir.join("movies.tsv").exists());
+    // Every file and the record under this attempt's keys; the record names exactly the files.
+    let prefix = "movies_monthly/2026-11/run-1/clean/attempt-3";
+    assert_eq!(out["files"]["movies.tsv"]["key"], format!("{prefix}/movies.tsv"));
+    assert_eq!(out["record"]["key"], format!("{prefix}/manifest.json"));
+    let record_ref: reelflow_artifacts::ObjectRef = serde_json::from_value(out["record"].clone()).unwrap();
+    let record: CleanRecord = serde_json::from_slice(&rt.block_on(store.get_bytes(&record_ref)).unwrap()).unwrap();
+    assert_eq!(serde_json::to_value(&record.files).unwrap(), out["files"]);
+    assert_eq!(record.files.len(), record.manifest.tables.len() + 1);
+    assert!(fx.dir.path().join("store").join(prefix).join("movies.tsv").exists());
     let m: Manifest = serde_json::from_value(out["manifest"].clone()).unwrap();
     assert_eq!(m.files["movies_metadata.csv"].accepted, 6);
+    // The scratch copy of the zip and the local output are gone.
+    assert!(!ctx.scratch_dir.join("run-1/clean/attempt-3").exists());
+    // The same attempt cannot write its record twice.
+    let err = rt.block_on(task.run(&ctx, &inputs)).unwrap_err();
+    assert!(err.message.contains("already exists"), "{err}");
 
     let err = rt.block_on(task.run(&ctx, &Outputs::new())).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Fatal);
 
     let mut inputs = Outputs::new();
-    inputs.insert("fetch".into(), fetch_output(&fx.dir.path().join("missing.zip")));
+    inputs.insert("fetch".into(), fetch_output(&fx.dir.path().join("missing.zip"), None));
     let err = rt.block_on(task.run(&ctx, &inputs)).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
 }

@@ -23,6 +23,7 @@ pub const FAILPOINTS: &[&str] = &[
     "clean.after_movies",
     "clean.mid_ratings",
     "clean.before_swap",
+    "clean.mid_upload",
     "load.after_schema",
     "load.mid_copy",
     "load.after_copy",

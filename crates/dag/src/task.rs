@@ -99,9 +99,41 @@ pub struct TaskContext {
     pub run_id: i64,
     pub period: Period,
     pub try_number: u32,
-    /// The run's own folder for artifacts (`<artifacts>/<dag>/<period>/`); it survives retries.
-    pub artifact_dir: PathBuf,
+    /// This attempt's id (the fencing token): artifact keys carry it, so a stale attempt never
+    /// overwrites what the live one wrote.
+    pub attempt_id: i64,
+    /// This worker's scratch folder for the run (`<scratch>/<dag>/<period>/`): local work only,
+    /// never read by another task (it may be on another machine).
+    pub scratch_dir: PathBuf,
+    /// The artifact store: what a task hands to the next one goes there, under
+    /// [`TaskContext::artifact_key`].
+    pub artifacts: reelflow_artifacts::Artifacts,
     pub cancel: Cancel,
+}
+
+impl TaskContext {
+    /// The full key of the object `name` that this attempt of `task` writes:
+    /// `<prefix>/<dag>/<period>/run-<run>/<task>/attempt-<attempt>/<name>`.
+    pub fn artifact_key(&self, task: &str, name: &str) -> String {
+        let scope = reelflow_artifacts::attempt_path(
+            &self.dag_id,
+            &self.period.to_string(),
+            self.run_id,
+            task,
+            self.attempt_id,
+        );
+        self.artifacts.key(&format!("{scope}/{name}"))
+    }
+}
+
+impl From<reelflow_artifacts::ArtifactError> for TaskError {
+    fn from(e: reelflow_artifacts::ArtifactError) -> Self {
+        match e {
+            reelflow_artifacts::ArtifactError::Cancelled => TaskError::cancelled(),
+            e if e.is_retryable() => TaskError::retryable(e.to_string()),
+            e => TaskError::fatal(e.to_string()),
+        }
+    }
 }
 
 /// A count a stage reports about its output, recorded as a metric by the engine. Labels are

@@ -48,6 +48,17 @@ pub struct FetchConfig {
     pub s3_credentials: S3Credentials,
 }
 
+impl FetchConfig {
+    /// The S3 endpoint, region and addressing of this configuration.
+    pub fn s3_settings(&self) -> reelflow_artifacts::S3Settings {
+        reelflow_artifacts::S3Settings {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            virtual_hosted: self.s3_virtual_hosted,
+        }
+    }
+}
+
 impl Default for FetchConfig {
     fn default() -> Self {
         FetchConfig {
@@ -140,6 +151,10 @@ pub struct FetchOutput {
     pub reused: bool,
     /// Range-resumes this fetch needed.
     pub resumes: u32,
+    /// The zip in the artifact store (set by [`FetchTask`]; `None` for [`fetch`] alone and in
+    /// outputs recorded before the artifact store existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<reelflow_artifacts::ObjectRef>,
 }
 
 /// Fetches `source` into `dest_dir/source.zip` (see the crate docs).
@@ -270,8 +285,33 @@ impl Progress {
     }
 }
 
-/// The `fetch` task of the DAG: puts the zip into `<artifact_dir>/fetch/` and outputs its
-/// [`FetchOutput`].
+/// Keeps the scratch folder bounded: the finished downloads of the DAG's other periods go (the
+/// stored objects are what later tasks read). This period's stays, so a rerun of an unchanged
+/// source is a conditional request; a folder with a download in progress stays too.
+async fn forget_other_downloads(scratch_dir: &Path) {
+    let (Some(dag_dir), Some(this)) = (scratch_dir.parent(), scratch_dir.file_name()) else {
+        return;
+    };
+    let Ok(mut entries) = tokio::fs::read_dir(dag_dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let dir = e.path().join("fetch");
+        if e.file_name() == this || !dir.is_dir() || dir.join("source.zip.part").exists() {
+            continue;
+        }
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => tracing::debug!(dir = %dir.display(), "removed an older period's download from scratch"),
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "could not remove an older download from scratch")
+            }
+        }
+    }
+}
+
+/// The `fetch` task of the DAG: downloads the zip into `<scratch_dir>/fetch/` (where a later
+/// attempt on this machine resumes it), uploads it to the artifact store as this attempt's
+/// `source.zip`, and outputs its [`FetchOutput`] with the object's reference.
 #[derive(Clone, Debug)]
 pub struct FetchTask {
     pub source: Source,
@@ -285,8 +325,27 @@ impl Stage for FetchTask {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext, _input: NoInput) -> BoxFuture<'a, Result<FetchOutput, TaskError>> {
         Box::pin(async move {
-            let dest = ctx.artifact_dir.join("fetch");
-            Ok(fetch(&self.source, &dest, &self.config, &ctx.cancel).await?)
+            let dest = ctx.scratch_dir.join("fetch");
+            let mut out = fetch(&self.source, &dest, &self.config, &ctx.cancel).await?;
+            let key = ctx.artifact_key(Self::ID, "source.zip");
+            let cancel = ctx.cancel.clone();
+            let object = ctx
+                .artifacts
+                .put_file(&key, &out.path, &move || cancel.is_cancelled())
+                .await?;
+            if object.sha256 != out.sha256 || object.size != out.size {
+                return Err(TaskError::retryable(format!(
+                    "fetch: {} changed while it was uploaded to {} (SHA-256 {}, expected {})",
+                    out.path.display(),
+                    object.key,
+                    object.sha256,
+                    out.sha256
+                )));
+            }
+            tracing::info!(key = %object.key, store = %ctx.artifacts.url(), "source.zip stored");
+            out.object = Some(object);
+            forget_other_downloads(&ctx.scratch_dir).await;
+            Ok(out)
         })
     }
 

@@ -45,6 +45,7 @@ pub(crate) async fn fetch_file(ctx: &Ctx<'_>, src: &Path) -> Result<FetchOutput,
                 path: paths.zip.clone(),
                 reused: true,
                 resumes: 0,
+                object: None,
                 ..prev
             });
         }
@@ -94,6 +95,7 @@ pub(crate) async fn fetch_file(ctx: &Ctx<'_>, src: &Path) -> Result<FetchOutput,
         source: ctx.location.clone(),
         reused: false,
         resumes: 0,
+        object: None,
     };
     artifact::commit(paths, &out).await.map_err(ctx.io(&paths.zip))?;
     Ok(out)

@@ -83,6 +83,7 @@ pub(crate) async fn fetch_remote(ctx: &Ctx<'_>) -> Result<FetchOutput, FetchErro
                         path: paths.zip.clone(),
                         reused: true,
                         resumes: 0,
+                        object: None,
                         ..prev
                     });
                 }
@@ -254,6 +255,7 @@ async fn download(
         source: ctx.location.clone(),
         reused: false,
         resumes,
+        object: None,
     };
     artifact::commit(paths, &out).await.map_err(ctx.io(&paths.zip))?;
     Ok(out)
@@ -548,21 +550,11 @@ fn build_store(ctx: &Ctx<'_>) -> Result<(Arc<dyn ObjectStore>, ObjPath), FetchEr
     };
     match &ctx.source.kind {
         SourceKind::S3 { bucket, key } => {
-            let endpoint = ctx
-                .cfg
-                .s3_endpoint
-                .clone()
-                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().filter(|s| !s.trim().is_empty()));
-            let mut b = AmazonS3Builder::new()
-                .with_bucket_name(bucket)
-                .with_region(&ctx.cfg.s3_region)
-                .with_virtual_hosted_style_request(ctx.cfg.s3_virtual_hosted)
+            // The endpoint, region and addressing rules are shared with the artifact store.
+            let b = AmazonS3Builder::new()
                 .with_client_options(client_options(ctx))
                 .with_retry(no_retries());
-            if let Some(ep) = endpoint {
-                let http = ep.trim().to_ascii_lowercase().starts_with("http://");
-                b = b.with_endpoint(ep.trim()).with_allow_http(http);
-            }
+            let mut b = reelflow_artifacts::s3_builder(b, bucket, &ctx.cfg.s3_settings());
             b = match ctx.cfg.s3_credentials.resolve() {
                 Some((id, secret, token)) => {
                     let b = b.with_access_key_id(id).with_secret_access_key(secret);

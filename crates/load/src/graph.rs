@@ -4,7 +4,6 @@
 //! other tables still load), and among ready jobs the heaviest goes first, so the longest chain
 //! (the ratings table) is never left waiting behind small work.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -18,12 +17,13 @@ use crate::types::LoadError;
 /// What a job does.
 #[derive(Debug, Clone)]
 pub(crate) enum Work {
-    /// `create` (if any) then COPY the bytes `range` of `path` (all of it when `None`) in one
-    /// transaction; yields the rows copied.
+    /// `create` (if any) then COPY the bytes `range` of `object` (all of it when `None`) in
+    /// one transaction; yields the rows copied.
     Copy {
         create: Option<String>,
         copy: String,
-        path: PathBuf,
+        artifacts: reelflow_artifacts::Artifacts,
+        object: reelflow_artifacts::ObjectRef,
         range: Option<(u64, u64)>,
     },
     /// Statements run in order, each in its own implicit transaction.
@@ -71,9 +71,10 @@ async fn run_job(conn: &mut PgConnection, job: &Job) -> Result<u64, LoadError> {
         Work::Copy {
             create,
             copy,
-            path,
+            artifacts,
+            object,
             range,
-        } => copy_file(conn, create.as_deref(), copy, path, *range).await,
+        } => copy_file(conn, create.as_deref(), copy, artifacts, object, *range).await,
         Work::Sql(statements) => {
             for sql in statements {
                 sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))

@@ -16,6 +16,7 @@ mod orphans;
 mod plan;
 mod publish;
 mod reports;
+mod retention;
 mod reuse;
 mod snapshot;
 mod task;
@@ -28,6 +29,7 @@ pub use gate::{
 pub use orphans::sweep_orphans;
 pub use publish::{list_snapshots, publish, publish_with, roll, rollback};
 pub use reports::{Report, REPORTS};
+pub use retention::sweep_artifacts;
 pub use reuse::{build_id, reuse_snapshot, unchanged_snapshot};
 pub use snapshot::{create_table_sql, fk_sql, key_sql, load_snapshot};
 pub use task::{LoadInput, LoadTask, PublishInput, PublishTask};

@@ -1,11 +1,11 @@
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use reelflow_clean::{Manifest, TableDef, TABLES};
+use futures::StreamExt as _;
+use reelflow_artifacts::{ArtifactError, Artifacts, ObjectRef};
+use reelflow_clean::{CleanRecord, Manifest, TableDef, TABLES};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
-use tokio::io::AsyncReadExt;
 
 use crate::graph::{self, Job, Work};
 use crate::reports::REPORTS;
@@ -76,27 +76,22 @@ pub fn fk_sql(schema: &str, t: &TableDef) -> Vec<String> {
         .collect()
 }
 
-/// Streams one COPY text file, or the byte range `range` of it, into `schema.table`; with
-/// `create`, inside the transaction that creates the table (so PostgreSQL with
-/// `wal_level=minimal` can skip WAL for it). Returns rows copied.
+/// Streams one object of the clean output from the artifact store, or the byte range `range`
+/// of it (one ranged GET), into `schema.table`; with `create`, inside the transaction that
+/// creates the table (so PostgreSQL with `wal_level=minimal` can skip WAL for it). A whole
+/// object must have the size and SHA-256 its reference records, a range its length, or the
+/// COPY is aborted. Returns rows copied.
 pub(crate) async fn copy_file(
     conn: &mut PgConnection,
     create: Option<&str>,
     copy: &str,
-    path: &Path,
+    artifacts: &Artifacts,
+    object: &ObjectRef,
     range: Option<(u64, u64)>,
 ) -> Result<u64, LoadError> {
-    let io = |source| LoadError::Io {
-        path: path.into(),
-        source,
-    };
-    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-    let mut left = u64::MAX;
-    if let Some((start, end)) = range {
-        use tokio::io::AsyncSeekExt;
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(io)?;
-        left = end - start;
-    }
+    use sha2::Digest as _;
+    let mut body = artifacts.stream(object, range.map(|(a, b)| a..b)).await?;
+    let expected = range.map_or(object.size, |(a, b)| b - a);
     let mut tx = conn.begin().await.map_err(LoadError::db("starting a transaction"))?;
     if let Some(create) = create {
         sqlx::query(sqlx::AssertSqlSafe(create))
@@ -108,44 +103,58 @@ pub(crate) async fn copy_file(
         .copy_in_raw(copy)
         .await
         .map_err(LoadError::db(format!("starting {copy}")))?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut hasher = sha2::Sha256::new();
     let (started, mut last_progress, mut sent) = (Instant::now(), Instant::now(), 0u64);
-    loop {
+    while let Some(chunk) = body.next().await {
         if last_progress.elapsed() >= std::time::Duration::from_secs(5) {
             last_progress = Instant::now();
             let event = reelflow_dag::ProgressEvent {
-                item: path
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                item: object.key.rsplit('/').next().unwrap_or_default().to_string(),
                 done: sent,
-                total: (left != u64::MAX).then(|| left + sent),
+                total: Some(expected),
                 unit: reelflow_dag::Unit::Bytes,
                 per_sec: sent as f64 / started.elapsed().as_secs_f64().max(1e-3),
             };
             reelflow_dag::report_progress("copying", &event);
         }
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = match file.read(&mut buf[..want]).await {
-            Ok(n) => n,
-            Err(source) => {
-                let _ = sink.abort("reelflow could not read its input file").await;
-                return Err(io(source));
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = sink.abort("reelflow could not read its input object").await;
+                return Err(e.into());
             }
         };
-        if n == 0 {
-            break;
+        if range.is_none() {
+            hasher.update(&chunk);
         }
-        left -= n as u64;
-        sent += n as u64;
-        sink.send(&buf[..n])
+        sent += chunk.len() as u64;
+        sink.send(chunk)
             .await
-            .map_err(LoadError::db(format!("sending {}", path.display())))?;
+            .map_err(LoadError::db(format!("sending {}", object.key)))?;
+    }
+    let sha = range.is_none().then(|| hex::encode(hasher.finalize()));
+    if sent != expected || sha.as_ref().is_some_and(|h| *h != object.sha256) {
+        let _ = sink
+            .abort("reelflow read an input object that does not match its record")
+            .await;
+        return Err(LoadError::Artifact(ArtifactError::Mismatch {
+            store: artifacts.url().to_string(),
+            key: object.key.clone(),
+            detail: format!(
+                "read {sent} bytes{}, expected {expected}{}",
+                sha.as_ref().map(|h| format!(" with SHA-256 {h}")).unwrap_or_default(),
+                if range.is_none() {
+                    format!(" with SHA-256 {}", object.sha256)
+                } else {
+                    String::new()
+                }
+            ),
+        }));
     }
     let rows = sink
         .finish()
         .await
-        .map_err(LoadError::db(format!("copying {}", path.display())))?;
+        .map_err(LoadError::db(format!("copying {}", object.key)))?;
     tx.commit().await.map_err(LoadError::db("committing a COPY"))?;
     reelflow_dag::failpoint("load.mid_copy");
     Ok(rows)
@@ -154,38 +163,36 @@ pub(crate) async fn copy_file(
 /// One file of the clean output and the table it fills.
 struct LoadTarget {
     name: &'static str,
-    path: PathBuf,
+    object: ObjectRef,
     create: String,
     copy: String,
     /// Rows the clean stage wrote.
     rows: u64,
 }
 
-/// Offsets that cut a COPY text file into `parts` ranges of whole rows: a row ends at a raw
-/// `\n` (one inside a value is written `\\n`).
-fn row_bounds(path: &Path, size: u64, parts: usize) -> Result<Vec<u64>, LoadError> {
-    use std::io::{Read, Seek};
-    let io = |source| LoadError::Io {
-        path: path.into(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
+/// Offsets that cut a COPY text object into `parts` ranges of whole rows: a row ends at a raw
+/// `\n` (one inside a value is written `\\n`). Reads a little at each cut (ranged GETs).
+async fn row_bounds(artifacts: &Artifacts, object: &ObjectRef, parts: usize) -> Result<Vec<u64>, LoadError> {
+    const PROBE: u64 = 64 << 10;
+    let size = object.size;
     let mut bounds = vec![0u64];
-    let mut buf = vec![0u8; 64 << 10];
     for k in 1..parts {
         let mut pos = (size * k as u64 / parts as u64).max(*bounds.last().expect("non-empty"));
-        f.seek(std::io::SeekFrom::Start(pos)).map_err(io)?;
         loop {
-            let n = f.read(&mut buf).map_err(io)?;
-            if n == 0 {
+            if pos >= size {
                 pos = size;
                 break;
             }
-            if let Some(at) = buf[..n].iter().position(|&b| b == b'\n') {
+            let buf = artifacts.read_range(object, pos..(pos + PROBE).min(size)).await?;
+            if buf.is_empty() {
+                pos = size;
+                break;
+            }
+            if let Some(at) = buf.iter().position(|&b| b == b'\n') {
                 pos += at as u64 + 1;
                 break;
             }
-            pos += n as u64;
+            pos += buf.len() as u64;
         }
         bounds.push(pos);
     }
@@ -233,23 +240,22 @@ async fn drop_leftovers(conn: &mut PgConnection, dag_id: &str, period: &str) -> 
     Ok(())
 }
 
-/// Loads the clean output in `clean_dir` into a new snapshot schema and leaves it `ready`.
+/// Loads the clean output recorded by `record` (the clean task's `manifest.json` in the
+/// artifact store) into a new snapshot schema and leaves it `ready`. Only the objects the
+/// record names are read, never a listing.
 pub async fn load_snapshot(
     pool: &PgPool,
-    clean_dir: &Path,
+    artifacts: &Artifacts,
+    record: &ObjectRef,
     dag_id: &str,
     period: &str,
     run_id: Option<i64>,
     cfg: &LoadConfig,
 ) -> Result<LoadOutput, LoadError> {
     let started = Instant::now();
-    let manifest_path = clean_dir.join("manifest.json");
-    let text = std::fs::read_to_string(&manifest_path).map_err(|source| LoadError::Io {
-        path: manifest_path.clone(),
-        source,
-    })?;
-    let manifest: Manifest =
-        serde_json::from_str(&text).map_err(|e| LoadError::BadInput(format!("{}: {e}", manifest_path.display())))?;
+    let text = artifacts.get_bytes(record).await?;
+    let CleanRecord { manifest, files } =
+        serde_json::from_slice(&text).map_err(|e| LoadError::BadInput(format!("{}: {e}", record.key)))?;
     for t in TABLES {
         if !manifest.tables.contains_key(t.name) {
             return Err(LoadError::BadInput(format!(
@@ -258,6 +264,19 @@ pub async fn load_snapshot(
             )));
         }
     }
+    let file_of = |name: &str| {
+        files.get(name).cloned().ok_or_else(|| {
+            LoadError::BadInput(format!(
+                "{} names no object for {name}: retry the clean task",
+                record.key
+            ))
+        })
+    };
+    let objects: BTreeMap<&str, ObjectRef> = TABLES
+        .iter()
+        .map(|t| Ok((t.name, file_of(&manifest.tables[t.name].file)?)))
+        .chain([Ok(("rejects", file_of(&manifest.rejects.file)?))])
+        .collect::<Result<_, LoadError>>()?;
 
     let opts = pool.connect_options().as_ref().clone();
     // One loader per (dag, period) at a time: a session advisory lock, released if we die.
@@ -295,7 +314,7 @@ pub async fn load_snapshot(
         .await
         .map_err(LoadError::db("naming the snapshot"))?;
 
-    let result = build(&mut guard, &opts, clean_dir, &manifest, &schema, id, cfg).await;
+    let result = build(&mut guard, &opts, artifacts, &objects, &manifest, &schema, id, cfg).await;
     match result {
         Ok(rows) => {
             let rejects = manifest.rejects.rows;
@@ -339,10 +358,12 @@ pub async fn load_snapshot(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn build(
     conn: &mut PgConnection,
     opts: &PgConnectOptions,
-    clean_dir: &Path,
+    artifacts: &Artifacts,
+    objects: &BTreeMap<&str, ObjectRef>,
     manifest: &Manifest,
     schema: &str,
     id: i64,
@@ -374,14 +395,14 @@ async fn build(
         .iter()
         .map(|t| LoadTarget {
             name: t.name,
-            path: clean_dir.join(&manifest.tables[t.name].file),
+            object: objects[t.name].clone(),
             create: create_table_sql(schema, t),
             copy: format!("COPY {}.{} ({}) FROM STDIN", q(schema), q(t.name), column_list(t)),
             rows: manifest.tables[t.name].rows,
         })
         .chain([LoadTarget {
             name: "rejects",
-            path: clean_dir.join(&manifest.rejects.file),
+            object: objects["rejects"].clone(),
             create: format!(
                 "CREATE TABLE {}.rejects (file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, raw text)",
                 q(schema)
@@ -391,13 +412,7 @@ async fn build(
         }])
         .collect();
     for t in &targets {
-        let size = std::fs::metadata(&t.path)
-            .map_err(|source| LoadError::Io {
-                path: t.path.clone(),
-                source,
-            })?
-            .len();
-        size_of.insert(t.name, size);
+        size_of.insert(t.name, t.object.size);
     }
     // A table with a quarter of the bytes or more (ratings) is big enough for PostgreSQL to
     // build its indexes with parallel workers: those jobs run one at a time. Its COPY is split
@@ -409,7 +424,7 @@ async fn build(
     for t in targets {
         let LoadTarget {
             name,
-            path,
+            object,
             create,
             copy,
             ..
@@ -428,7 +443,8 @@ async fn build(
                 work: Work::Copy {
                     create: Some(create),
                     copy,
-                    path,
+                    artifacts: artifacts.clone(),
+                    object,
                     range: None,
                 },
                 after: vec![],
@@ -439,7 +455,7 @@ async fn build(
         }
         let created = jobs.len();
         jobs.push(Job::sql(format!("create {}", name), vec![create], vec![], size));
-        let bounds = row_bounds(&path, size, parts)?;
+        let bounds = row_bounds(artifacts, &object, parts).await?;
         for (k, w) in bounds.windows(2).enumerate() {
             copy_of.entry(name).or_default().push(jobs.len());
             copy_table.insert(jobs.len(), name);
@@ -448,7 +464,8 @@ async fn build(
                 work: Work::Copy {
                     create: None,
                     copy: copy.clone(),
-                    path: path.clone(),
+                    artifacts: artifacts.clone(),
+                    object: object.clone(),
                     range: Some((w[0], w[1])),
                 },
                 after: vec![created],
@@ -695,9 +712,10 @@ async fn store_counts(conn: &mut PgConnection, manifest: &Manifest, schema: &str
 mod tests {
     use super::row_bounds;
 
-    #[test]
-    fn row_bounds_cut_only_after_raw_newlines_and_cover_the_file() {
+    #[tokio::test]
+    async fn row_bounds_cut_only_after_raw_newlines_and_cover_the_file() {
         let dir = tempfile::tempdir().unwrap();
+        let store = reelflow_artifacts::Artifacts::local(&dir.path().join("store")).unwrap();
         let path = dir.path().join("t.tsv");
         // Escaped newlines (`\n` as two characters) inside values are not row ends.
         let mut text = String::new();
@@ -705,9 +723,10 @@ mod tests {
             text += &format!("{i}\tline one\\nline two\\\\n\t\\N\n");
         }
         std::fs::write(&path, &text).unwrap();
+        let object = store.put_file("t/1.tsv", &path, &|| false).await.unwrap();
         let size = text.len() as u64;
         for parts in 1..=7 {
-            let b = row_bounds(&path, size, parts).unwrap();
+            let b = row_bounds(&store, &object, parts).await.unwrap();
             assert_eq!(b.len(), parts + 1);
             assert_eq!((b[0], b[parts]), (0, size));
             assert!(b.windows(2).all(|w| w[0] <= w[1]), "{b:?}");
@@ -722,6 +741,7 @@ mod tests {
         }
         // One long row: no cut inside it.
         std::fs::write(&path, "x".repeat(200_000) + "\n").unwrap();
-        assert_eq!(row_bounds(&path, 200_001, 2).unwrap(), [0, 200_001, 200_001]);
+        let object = store.put_file("t/2.tsv", &path, &|| false).await.unwrap();
+        assert_eq!(row_bounds(&store, &object, 2).await.unwrap(), [0, 200_001, 200_001]);
     }
 }

@@ -30,7 +30,7 @@ impl Stage for LoadTask {
 
     fn run<'a>(&'a self, ctx: &'a TaskContext, input: LoadInput) -> BoxFuture<'a, Result<LoadOutput, TaskError>> {
         Box::pin(async move {
-            let dir = match input.clean {
+            let record = match input.clean {
                 CleanOutput::Unchanged {
                     unchanged_snapshot: id, ..
                 } => {
@@ -41,10 +41,18 @@ impl Stage for LoadTask {
                     );
                     return Ok(out);
                 }
-                CleanOutput::Cleaned { dir, .. } => dir,
+                CleanOutput::Cleaned { record, .. } => record,
             };
             let period = ctx.period.to_string();
-            let work = load_snapshot(&self.pool, &dir, &ctx.dag_id, &period, Some(ctx.run_id), &self.config);
+            let work = load_snapshot(
+                &self.pool,
+                &ctx.artifacts,
+                &record,
+                &ctx.dag_id,
+                &period,
+                Some(ctx.run_id),
+                &self.config,
+            );
             tokio::select! {
                 r = work => Ok(r?),
                 _ = ctx.cancel.cancelled() => {
@@ -101,20 +109,22 @@ impl Stage for PublishTask {
     type Input = PublishInput;
     type Output = PublishOutput;
 
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a TaskContext,
-        input: PublishInput,
-    ) -> BoxFuture<'a, Result<PublishOutput, TaskError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext, input: PublishInput) -> BoxFuture<'a, Result<PublishOutput, TaskError>> {
         Box::pin(async move {
             // A reused snapshot was published before: publish() leaves it as it is.
-            Ok(publish_with(
+            let out = publish_with(
                 &self.pool,
                 input.load.snapshot_id,
                 self.config.keep_previous,
                 self.config.keep_periods,
             )
-            .await?)
+            .await?;
+            // Retention of the artifact store follows the snapshots' (best effort: the next
+            // publish sweeps again).
+            if let Err(e) = crate::sweep_artifacts(&self.pool, &ctx.artifacts, &ctx.dag_id).await {
+                tracing::warn!(error = %e, "could not delete the artifacts of runs whose snapshots are gone; the next publish tries again");
+            }
+            Ok(out)
         })
     }
 

@@ -65,6 +65,8 @@ pub enum LoadError {
     NoForward(String),
     #[error("the load's job plan is invalid (a bug): {0}")]
     Plan(String),
+    #[error("{0}")]
+    Artifact(#[from] reelflow_artifacts::ArtifactError),
 }
 
 impl LoadError {
@@ -105,6 +107,7 @@ impl LoadError {
                 _ => false,
             },
             LoadError::Io { source, .. } => source.raw_os_error() == Some(28),
+            LoadError::Artifact(e) => e.is_retryable(),
             _ => false,
         }
     }

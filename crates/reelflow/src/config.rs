@@ -17,6 +17,7 @@ pub struct Config {
     pub dag_id: String,
     pub source: String,
     pub artifacts_dir: PathBuf,
+    pub artifacts: ArtifactsSection,
     pub database: DatabaseConfig,
     pub fetch: FetchSection,
     pub clean: CleanSection,
@@ -35,6 +36,51 @@ pub struct UiSection {
     pub require_token_to_read: bool,
     pub session_minutes: u64,
     pub grid_runs: u32,
+}
+
+/// Where the stages keep what they hand to each other ([`reelflow_artifacts::Artifacts`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsSection {
+    /// `s3://bucket/prefix`, `file:///path` or a path; empty = the folder `artifacts_dir`.
+    pub url: String,
+    /// This process's local working space (downloads, files being written); empty =
+    /// `<artifacts_dir>/.scratch` ([`Config::scratch_dir`]).
+    pub scratch_dir: PathBuf,
+    /// Region of the artifacts bucket; empty = `fetch.s3_region`.
+    pub s3_region: String,
+    /// Endpoint of the artifacts bucket's S3-compatible store; empty = `fetch.s3_endpoint`
+    /// (then `AWS_ENDPOINT_URL`, then AWS).
+    pub s3_endpoint: String,
+}
+
+impl Config {
+    /// This process's scratch folder.
+    pub fn scratch_dir(&self) -> PathBuf {
+        if self.artifacts.scratch_dir.as_os_str().is_empty() {
+            self.artifacts_dir.join(".scratch")
+        } else {
+            self.artifacts.scratch_dir.clone()
+        }
+    }
+
+    /// Opens the artifact store `artifacts.url` names, with fetch's S3 endpoint and addressing.
+    pub fn artifacts(&self) -> Result<reelflow_artifacts::Artifacts, reelflow_artifacts::ArtifactError> {
+        let region = if self.artifacts.s3_region.is_empty() {
+            self.fetch.s3_region.clone()
+        } else {
+            self.artifacts.s3_region.clone()
+        };
+        let s3 = reelflow_artifacts::S3Settings {
+            endpoint: [&self.artifacts.s3_endpoint, &self.fetch.s3_endpoint]
+                .into_iter()
+                .find(|e| !e.is_empty())
+                .cloned(),
+            region,
+            virtual_hosted: self.fetch.s3_virtual_hosted,
+        };
+        reelflow_artifacts::Artifacts::open(&self.artifacts.url, &self.artifacts_dir, &s3)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +404,13 @@ impl Config {
                 || c.engine.heartbeat_secs >= c.engine.lease_secs
             {
                 errors.push("engine.heartbeat_secs must be at least 1 and below engine.lease_secs".into());
+            }
+            let url = c.artifacts.url.trim().to_ascii_lowercase();
+            if !(url.is_empty() || url.starts_with("s3://") || url.starts_with("file:///") || !url.contains("://")) {
+                errors.push(format!(
+                    "artifacts.url {:?}: expected s3://bucket/prefix, file:///path or a path",
+                    c.artifacts.url
+                ));
             }
             if c.engine.slots == 0 {
                 errors.push("engine.slots must be at least 1".into());

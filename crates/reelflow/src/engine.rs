@@ -58,7 +58,10 @@ pub struct EngineConfig {
     pub poll: Duration,
     pub slots: usize,
     pub max_active_runs: u32,
-    pub artifacts_dir: PathBuf,
+    /// This process's scratch folder; a task gets `<scratch>/<dag>/<period>/`.
+    pub scratch_dir: PathBuf,
+    /// Where tasks keep what they hand to each other.
+    pub artifacts: reelflow_artifacts::Artifacts,
 }
 
 pub struct Engine {
@@ -378,14 +381,16 @@ impl Engine {
             run_id: claimed.run_id,
             period,
             try_number: claimed.try_number as u32,
-            artifact_dir: self.config.artifacts_dir.join(&claimed.dag_id).join(&claimed.period),
+            attempt_id: claimed.attempt_id,
+            scratch_dir: self.config.scratch_dir.join(&claimed.dag_id).join(&claimed.period),
+            artifacts: self.config.artifacts.clone(),
             cancel: cancel.clone(),
         };
         let mut timed_out = false;
-        let result = match std::fs::create_dir_all(&ctx.artifact_dir) {
+        let result = match std::fs::create_dir_all(&ctx.scratch_dir) {
             Err(e) => Err(reelflow_dag::TaskError::retryable(format!(
-                "cannot create the artifact folder {}: {e}",
-                ctx.artifact_dir.display()
+                "cannot create the scratch folder {}: {e}",
+                ctx.scratch_dir.display()
             ))),
             Ok(()) => {
                 let run = task.run(&ctx, &claimed.inputs);

@@ -208,16 +208,17 @@ pub fn dag(cfg: &Config, pool: &PgPool) -> anyhow::Result<Arc<Dag>> {
     Ok(Arc::new(Dag::new(dag_spec(cfg), tasks(cfg, pool)?)))
 }
 
-pub fn engine_config(cfg: &Config) -> EngineConfig {
-    EngineConfig {
+pub fn engine_config(cfg: &Config) -> anyhow::Result<EngineConfig> {
+    Ok(EngineConfig {
         worker_id: cfg.engine.worker_id(),
         lease: Duration::from_secs(cfg.engine.lease_secs),
         heartbeat: Duration::from_secs(cfg.engine.heartbeat_secs),
         poll: Duration::from_millis(cfg.engine.poll_ms),
         slots: cfg.engine.slots,
         max_active_runs: cfg.schedule.max_active_runs,
-        artifacts_dir: cfg.artifacts_dir.clone(),
-    }
+        scratch_dir: cfg.scratch_dir(),
+        artifacts: cfg.artifacts()?,
+    })
 }
 
 /// What one run did, for the summary.
@@ -263,7 +264,7 @@ pub async fn run_period_with(
         tracing::info!(run_id = run.id, state = %run.state, "the period's run is in progress or was interrupted; taking part in it");
     }
 
-    let engine = Arc::new(Engine::new(pool.clone(), vec![dag.clone()], engine_config(cfg)));
+    let engine = Arc::new(Engine::new(pool.clone(), vec![dag.clone()], engine_config(cfg)?));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopper = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -90,7 +90,7 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
     let engine = Arc::new(Engine::new(
         pool.clone(),
         vec![dag.clone()],
-        pipeline::engine_config(&cfg),
+        pipeline::engine_config(&cfg)?,
     ));
     let worker = engine.config.worker_id.clone();
     let version = env!("CARGO_PKG_VERSION");

@@ -59,7 +59,27 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_at_every_failpoint_the_next_run_publishes_the_same_snapshot() {
+    aborted_at_every_failpoint(false).await;
+}
+
+/// The same with the artifacts in a bucket of the S3 server (the process keeps only scratch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_at_every_failpoint_with_the_artifacts_in_a_bucket_the_next_run_publishes_the_same_snapshot() {
+    aborted_at_every_failpoint(true).await;
+}
+
+async fn aborted_at_every_failpoint(in_bucket: bool) {
     let s3 = S3Server::start(None).await;
+    s3.create_bucket("artifacts");
+    let reelflow = |db: &TestDb, dir: &Path, endpoint: &str| {
+        let mut c = reelflow(db, dir, endpoint);
+        if in_bucket {
+            // A prefix per database: run and attempt ids start again in a new one.
+            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            c.env("REELFLOW_ARTIFACTS_URL", format!("s3://artifacts/{name}"));
+        }
+        c
+    };
     // An incompressible 2 MB extra entry makes the body arrive in several chunks (for fetch.mid_body);
     // the cleaner ignores it.
     let mut entries = fixture::entries();
@@ -125,6 +145,16 @@ async fn aborted_at_every_failpoint_the_next_run_publishes_the_same_snapshot() {
             Vec::<String>::new(),
             "{point}: leftover artifacts"
         );
+        if in_bucket {
+            // Nothing but scratch on this machine.
+            let own: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n != ".scratch")
+                .collect();
+            assert!(own.is_empty(), "{point}: artifacts outside the bucket: {own:?}");
+        }
         let attempts: i64 =
             sqlx::query_scalar("SELECT count(*) FROM reelflow.attempts WHERE outcome = 'lease_expired'")
                 .fetch_one(&db.pool)
@@ -210,22 +240,53 @@ async fn postgres_restarted_during_copy_and_during_publish_the_run_completes() {
     }
 }
 
-/// Three daemons on one database run twelve periods while one of them is killed (SIGKILL) and
-/// restarted again and again. Every period ends published exactly once; no task instance ever
-/// had two attempts running at the same time or two successful attempts.
+/// Three daemons that share nothing but the database and an S3 bucket (each has its own
+/// artifacts and scratch folder) run twelve periods with the default retry budgets while one of
+/// them is killed (SIGKILL) and restarted again and again. Every period ends published exactly
+/// once, with the data of an uninterrupted run; no task instance ever had two attempts running
+/// at the same time or two successful attempts; kills were taken over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_with_random_kills_run_every_period_once() {
+    replicas_with_random_kills(3, ("2025-01", "2025-12"), 10).await;
+}
+
+/// The same with two replicas over four periods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_separate_scratch_and_one_bucket_survive_random_kills() {
+    replicas_with_random_kills(2, ("2025-01", "2025-04"), 5).await;
+}
+
+async fn replicas_with_random_kills(n: usize, (from, to): (&str, &str), max_kills: usize) {
     let s3 = S3Server::start(None).await;
     s3.put("bucket", "the-movies-dataset.zip", &fixture::zip());
+    s3.create_bucket("artifacts");
+    let periods = {
+        let (a, b): (reelflow_dag::Period, reelflow_dag::Period) = (from.parse().unwrap(), to.parse().unwrap());
+        let mut n = 1;
+        let mut p = a;
+        while p != b {
+            p = p.succ();
+            n += 1;
+        }
+        n
+    };
+    // What an uninterrupted run publishes (every period loads the same zip).
+    let reference = {
+        let db = TestDb::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = reelflow(&db, dir.path(), &s3.endpoint).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        published_checksums(&db.pool).await
+    };
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    // Kills may land on the same task repeatedly; this test is about exactly-once, not about
-    // the retry budget. A task's tries are fixed when its run is created (by `backfill` here),
-    // so every command gets the budget.
-    let budget = |c: &mut Command| {
-        for task in ["FETCH", "CLEAN", "LOAD", "PUBLISH"] {
-            c.env(format!("REELFLOW_TASKS_{task}_MAX_TRIES"), "20");
-        }
+    // Each process has a folder of its own; the artifacts go to the one bucket.
+    let own = |name: &str| {
+        let mut c = base(&db, &dir.path().join(name), &s3.endpoint);
+        c.env("REELFLOW_ARTIFACTS_URL", "s3://artifacts/reelflow")
+            // Snapshots of two periods kept: retention drops the older ones' (and their objects).
+            .env("REELFLOW_LOAD_KEEP_PERIODS", "2");
+        c
     };
     let spawn = |i: usize| {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -233,9 +294,8 @@ async fn three_replicas_with_random_kills_run_every_period_once() {
             .local_addr()
             .unwrap()
             .port();
-        let mut c = base(&db, dir.path(), &s3.endpoint);
-        budget(&mut c);
-        c.env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
+        own(&format!("replica-{i}"))
+            .env("REELFLOW_LISTEN", format!("127.0.0.1:{port}"))
             .env("REELFLOW_SCHEDULE_ENABLED", "false")
             .env("REELFLOW_SCHEDULE_MAX_ACTIVE_RUNS", "3")
             .env("REELFLOW_ENGINE_WORKER_ID", format!("replica-{i}"))
@@ -245,15 +305,13 @@ async fn three_replicas_with_random_kills_run_every_period_once() {
             .spawn()
             .unwrap()
     };
-    let mut backfill = base(&db, dir.path(), &s3.endpoint);
-    budget(&mut backfill);
-    let out = backfill
-        .args(["backfill", "--from", "2025-01", "--to", "2025-12"])
+    let out = own("backfill")
+        .args(["backfill", "--from", from, "--to", to])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let mut replicas: Vec<std::process::Child> = (0..3).map(spawn).collect();
+    let mut replicas: Vec<std::process::Child> = (0..n).map(spawn).collect();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
         x ^= x << 13;
@@ -269,16 +327,16 @@ async fn three_replicas_with_random_kills_run_every_period_once() {
                 .fetch_one(&db.pool)
                 .await
                 .unwrap();
-        if done == 12 {
+        if done == periods {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "only {done} of 12 runs finished after {kills} kills"
+            "only {done} of {periods} runs finished after {kills} kills"
         );
         tokio::time::sleep(std::time::Duration::from_millis(300 + next() % 900)).await;
-        if kills < 10 {
-            let i = (next() % 3) as usize;
+        if kills < max_kills {
+            let i = (next() % n as u64) as usize;
             let _ = replicas[i].kill(); // SIGKILL
             let _ = replicas[i].wait();
             replicas[i] = spawn(i);
@@ -298,16 +356,20 @@ async fn three_replicas_with_random_kills_run_every_period_once() {
             .fetch_all(&db.pool)
             .await
             .unwrap();
-    assert_eq!(failed, 0, "every run succeeds despite {kills} kills: {errors:?}");
-    // Each period was published exactly once.
+    assert_eq!(
+        failed, 0,
+        "every run succeeds with the default budgets despite {kills} kills: {errors:?}"
+    );
+    // Each period was published exactly once, with the data of an uninterrupted run.
     let published: Vec<(String, i64)> = sqlx::query_as(
         "SELECT period, count(*) FROM reelflow.snapshots WHERE published_at IS NOT NULL GROUP BY period ORDER BY period",
     )
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(published.len(), 12, "{published:?}");
+    assert_eq!(published.len() as i64, periods, "{published:?}");
     assert!(published.iter().all(|(_, n)| *n == 1), "{published:?}");
+    assert_eq!(published_checksums(&db.pool).await, reference, "published data differs");
     // No task instance had overlapping attempts or two successes.
     let overlaps: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM reelflow.attempts a JOIN reelflow.attempts b
@@ -334,11 +396,101 @@ async fn three_replicas_with_random_kills_run_every_period_once() {
         .await
         .unwrap();
     assert!(workers >= 2, "the replicas shared the work");
+    // A task that a later stage read on another replica: the bytes went through the bucket.
+    let crossed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM reelflow.attempts c JOIN reelflow.attempts l
+           ON c.run_id = l.run_id AND c.task_id = 'clean' AND l.task_id = 'load'
+          AND c.outcome = 'success' AND l.outcome = 'success' AND c.worker <> l.worker",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     let expired: i64 = sqlx::query_scalar("SELECT count(*) FROM reelflow.attempts WHERE outcome = 'lease_expired'")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    eprintln!("{kills} kills, {expired} attempts taken over after their worker died, {workers} workers");
+    eprintln!(
+        "{kills} kills, {expired} attempts taken over after their worker died, {workers} workers, \
+         {crossed} runs loaded on another replica than they were cleaned on"
+    );
+    assert!(expired >= 1, "no kill landed on a running task: {kills} kills");
+    // Nothing in the replicas' own folders but scratch: the artifacts are in the bucket.
+    for i in 0..n {
+        let own = dir.path().join(format!("replica-{i}"));
+        let stray: Vec<String> = leftovers(&own)
+            .into_iter()
+            .chain(
+                std::fs::read_dir(&own)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.file_name().to_string_lossy().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_else(|_| Vec::new())
+                    .into_iter()
+                    .filter(|n| n != ".scratch"),
+            )
+            .collect();
+        assert!(stray.is_empty(), "replica-{i} kept artifacts of its own: {stray:?}");
+    }
+    // In the bucket: the clean record of every run whose snapshot is kept; nothing of the runs
+    // whose snapshots retention dropped. A publish sweeps only finished runs, and a run whose
+    // snapshot a concurrent publish dropped may have finished just after the last sweep: the
+    // next publish would take it, here one more sweep does.
+    let bucket = reelflow_artifacts::Artifacts::s3(
+        "artifacts",
+        "reelflow",
+        &reelflow_artifacts::S3Settings {
+            endpoint: Some(s3.endpoint.clone()),
+            region: "us-west-2".into(),
+            virtual_hosted: false,
+        },
+    )
+    .unwrap();
+    reelflow_load::sweep_artifacts(&db.pool, &bucket, "movies_monthly")
+        .await
+        .unwrap();
+    let runs: Vec<(i64, String, bool)> = sqlx::query_as(
+        "SELECT r.id, r.period, bool_and(s.state = 'dropped') FROM reelflow.dag_runs r
+           JOIN reelflow.snapshots s ON s.run_id = r.id GROUP BY r.id, r.period ORDER BY r.id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(runs.len() as i64, periods);
+    for (id, period, dropped) in &runs {
+        let stored = walk(&s3.path_of("artifacts", &format!("reelflow/movies_monthly/{period}/run-{id}")));
+        if *dropped {
+            assert!(
+                stored.is_empty(),
+                "run {id} ({period}): its snapshot is dropped, its objects stay: {stored:?}"
+            );
+        } else {
+            assert!(
+                stored.iter().any(|p| p.ends_with("/manifest.json")),
+                "run {id} ({period}): no clean record in the bucket: {stored:?}"
+            );
+        }
+    }
+    assert!(
+        runs.iter().any(|r| r.2),
+        "retention dropped the oldest periods' snapshots"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
 }
 
 /// Mounts a tmpfs of `size` at `dir` (needs root); false where mounting is not allowed.
