@@ -184,7 +184,9 @@ impl PartWriter {
 
     pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.file.write_all(data).await?;
-        if self.written > 0 {
+        // Mid-body, once a checkpoint has recorded a resumable state: the next attempt can
+        // continue with a Range request.
+        if self.synced > 0 && self.written > self.synced {
             reelflow_dag::failpoint("fetch.mid_body");
         }
         self.account(data);

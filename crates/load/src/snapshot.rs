@@ -127,10 +127,15 @@ pub(crate) async fn copy_file(
         if range.is_none() {
             hasher.update(&chunk);
         }
+        let first = sent == 0;
         sent += chunk.len() as u64;
         sink.send(chunk)
             .await
             .map_err(LoadError::db(format!("sending {}", object.key)))?;
+        if first {
+            // A crash or a server restart here has a COPY stream in flight.
+            reelflow_dag::failpoint("load.mid_copy");
+        }
     }
     let sha = range.is_none().then(|| hex::encode(hasher.finalize()));
     if sent != expected || sha.as_ref().is_some_and(|h| *h != object.sha256) {
@@ -156,7 +161,6 @@ pub(crate) async fn copy_file(
         .await
         .map_err(LoadError::db(format!("copying {}", object.key)))?;
     tx.commit().await.map_err(LoadError::db("committing a COPY"))?;
-    reelflow_dag::failpoint("load.mid_copy");
     Ok(rows)
 }
 

@@ -80,11 +80,11 @@ async fn aborted_at_every_failpoint(in_bucket: bool) {
         }
         c
     };
-    // An incompressible 2 MB extra entry makes the body arrive in several chunks (for fetch.mid_body);
-    // the cleaner ignores it.
+    // An incompressible 20 MiB extra entry makes the body long enough for a checkpoint of the
+    // partial download (every 16 MiB), after which fetch.mid_body crashes; the cleaner ignores it.
     let mut entries = fixture::entries();
     let mut x = 0x2545_f491_4f6c_dd1du64;
-    let noise: Vec<u8> = (0..2 << 20)
+    let noise: Vec<u8> = (0..20 << 20)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -117,12 +117,21 @@ async fn aborted_at_every_failpoint(in_bucket: bool) {
             "{point}: expected an abort, got {:?}",
             crashed.status
         );
+        let ranged_before = s3.stats().ranged_gets;
         let out = reelflow(&db, dir.path(), &s3.endpoint).output().unwrap();
         assert!(
             out.status.success(),
             "{point}: the run after the crash failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if *point == "fetch.mid_body" && !in_bucket {
+            // The server's own count proves the download was resumed, not started over (with
+            // the artifacts in the bucket, the load's ranged reads would count too).
+            assert!(
+                s3.stats().ranged_gets > ranged_before,
+                "{point}: the next fetch did not resume with a Range request"
+            );
+        }
         assert_eq!(
             published_checksums(&db.pool).await,
             reference,
