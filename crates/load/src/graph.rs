@@ -10,8 +10,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
+use crate::copy::{copy_file, open};
 use crate::plan::{Plan, Step};
-use crate::snapshot::{copy_file, open};
 use crate::types::LoadError;
 
 /// What a job does.

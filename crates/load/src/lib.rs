@@ -9,6 +9,7 @@
 //!   load of the same period).
 //! - Every snapshot has a row in `reelflow.snapshots`; a schema is never created without one.
 
+mod copy;
 mod diff;
 mod gate;
 mod graph;
