@@ -160,14 +160,16 @@ impl CleanTask {
     ) -> Result<CleanOutput, TaskError> {
         let cancel = ctx.cancel.clone();
         let cancelled = move || cancel.is_cancelled();
-        let zip = match &input.fetch.object {
+        // A download is checked against the object's recorded SHA-256, so the cleaner need
+        // not hash the zip again.
+        let (zip, known_sha256) = match &input.fetch.object {
             Some(object) => {
                 let zip = work.join("source.zip");
                 ctx.artifacts.download(object, &zip, &cancelled).await?;
-                zip
+                (zip, Some(object.sha256.clone()))
             }
             // An output recorded before the artifact store: the zip is the local file.
-            None => input.fetch.path.clone(),
+            None => (input.fetch.path.clone(), None),
         };
         let out = work.join("out");
         let cfg = self.config.clone();
@@ -176,7 +178,9 @@ impl CleanTask {
         // The blocking thread does not inherit the task's span: enter it there.
         let span = tracing::Span::current();
         let manifest = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| clean_zip_with_cancel(&zip, &dir, &cfg, &|| cancel.is_cancelled()))
+            span.in_scope(|| {
+                clean_zip_with_cancel(&zip, &dir, &cfg, &|| cancel.is_cancelled(), known_sha256.as_deref())
+            })
         })
         .await
         .map_err(|e| TaskError::fatal(format!("clean: the cleaning thread failed: {e}")))?

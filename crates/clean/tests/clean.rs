@@ -985,8 +985,8 @@ fn cancellation_stops_and_leaves_nothing() {
     }
     entries[5].1 = ratings;
     let fx = Fixture::new(&entries);
-    let err =
-        reelflow_clean::clean_zip_with_cancel(&fx.zip(), &fx.out(), &CleanConfig::default(), &|| true).unwrap_err();
+    let err = reelflow_clean::clean_zip_with_cancel(&fx.zip(), &fx.out(), &CleanConfig::default(), &|| true, None)
+        .unwrap_err();
     assert!(matches!(err, CleanError::Cancelled), "{err:?}");
     assert!(!fx.out().exists());
     let m = fx.clean().unwrap();

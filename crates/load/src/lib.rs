@@ -34,4 +34,5 @@ pub use retention::sweep_artifacts;
 pub use reuse::{build_id, reuse_snapshot, unchanged_snapshot};
 pub use snapshot::{create_table_sql, fk_sql, key_sql, load_snapshot};
 pub use task::{LoadInput, LoadTask, PublishInput, PublishTask};
+pub use types::q as quote_ident;
 pub use types::{LoadConfig, LoadError, LoadOutput, PublishOutput, RollTarget, SnapshotInfo, PUBLISHED_SCHEMA};

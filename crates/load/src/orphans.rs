@@ -6,6 +6,7 @@
 
 use sqlx::{PgPool, Row};
 
+use crate::publish::{ids, lock_snapshots};
 use crate::types::{q, LoadError};
 
 /// Drops every `building` snapshot that no loader is building (its period's load lock is free)
@@ -94,8 +95,7 @@ pub async fn sweep_orphans(pool: &PgPool) -> Result<Vec<i64>, LoadError> {
         }
     }
     if !dropped.is_empty() {
-        let ids: Vec<String> = dropped.iter().map(|i| i.to_string()).collect();
-        tracing::info!(dropped = %ids.join(", "), "dropped snapshots that no run will publish");
+        tracing::info!(dropped = %ids(&dropped), "dropped snapshots that no run will publish");
     }
     Ok(dropped)
 }
@@ -111,10 +111,7 @@ async fn drop_one(
 ) -> Result<bool, LoadError> {
     use sqlx::Connection;
     let mut tx = conn.begin().await.map_err(LoadError::db("starting a drop"))?;
-    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
+    lock_snapshots(&mut tx).await?;
     let n = sqlx::query(
         "UPDATE reelflow.snapshots SET state = 'dropped', dropped_at = now(), error = coalesce(error, $2)
          WHERE id = $1 AND state = $3 AND dropped_at IS NULL",

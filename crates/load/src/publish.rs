@@ -25,10 +25,7 @@ pub async fn publish_with(
         .begin()
         .await
         .map_err(LoadError::db("starting the publish transaction"))?;
-    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
+    lock_snapshots(&mut tx).await?;
     let row = sqlx::query("SELECT state, schema_name, period FROM reelflow.snapshots WHERE id = $1")
         .bind(snapshot_id)
         .fetch_optional(&mut *tx)
@@ -131,6 +128,16 @@ pub async fn publish_with(
 }
 
 /// `1, 2, 3` (or `none`) for messages and log fields.
+/// Takes the lock that serialises every change of snapshot bookkeeping (publish, rollback,
+/// retention, the orphan sweep) for the rest of `tx`.
+pub(crate) async fn lock_snapshots(tx: &mut PgConnection) -> Result<(), LoadError> {
+    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
+        .execute(tx)
+        .await
+        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
+    Ok(())
+}
+
 pub(crate) fn ids(v: &[i64]) -> String {
     if v.is_empty() {
         return "none".into();
@@ -286,10 +293,7 @@ impl Targets {
 /// `keep_periods` newest such periods. Every other retired or rolled-back snapshot is dropped.
 pub(crate) async fn prune(pool: &PgPool, keep_previous: usize, keep_periods: usize) -> Result<Vec<i64>, LoadError> {
     let mut tx = pool.begin().await.map_err(LoadError::db("starting retention"))?;
-    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
+    lock_snapshots(&mut tx).await?;
     let mut keep: Vec<i64> = Vec::new();
     let cur = current(&mut tx).await?;
     if let Some((cur_id, _)) = &cur {
@@ -386,10 +390,7 @@ pub async fn roll(
         .begin()
         .await
         .map_err(LoadError::db("starting the rollback transaction"))?;
-    sqlx::query("LOCK TABLE reelflow.snapshots IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .map_err(LoadError::db("locking snapshot bookkeeping"))?;
+    lock_snapshots(&mut tx).await?;
     let cur = current(&mut tx).await?;
     let (id, action, old_state) = match (target, &cur) {
         (RollTarget::Id(id), Some((cur_id, _))) if id == *cur_id => {

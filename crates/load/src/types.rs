@@ -200,6 +200,7 @@ pub enum RollTarget {
     Id(i64),
 }
 
-pub(crate) fn q(schema: &str) -> String {
+/// A PostgreSQL identifier, quoted (`"a""b"` for `a"b`).
+pub fn q(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
 }

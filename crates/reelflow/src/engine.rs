@@ -16,15 +16,6 @@ use tracing::Instrument;
 
 use crate::metrics::METRICS;
 
-fn record_run_end(end: &runs::RunEnd) {
-    METRICS
-        .dag_runs
-        .inc(&[("dag", end.dag_id.as_str()), ("state", end.state.as_str())]);
-    METRICS
-        .dag_run_duration
-        .observe(&[("dag", end.dag_id.as_str())], end.seconds);
-}
-
 /// A DAG the engine can run: its spec (stored shape, retry policies) and the task code.
 pub struct Dag {
     pub spec: DagSpec,
@@ -165,7 +156,7 @@ impl Engine {
                 METRICS.task_retries.inc(&labels);
             }
             if let Some(end) = &e.run_end {
-                record_run_end(end);
+                crate::metrics::record_run_end(end);
             }
         }
         for d in &self.dags {
@@ -471,7 +462,7 @@ impl Engine {
                     METRICS.task_retries.inc(&labels);
                 }
                 if let Some(end) = &run_end {
-                    record_run_end(end);
+                    crate::metrics::record_run_end(end);
                 }
                 tracing::info!(state = %state, seconds = secs, success = ok, "task finished");
                 ok && run_end.is_none()

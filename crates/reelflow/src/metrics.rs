@@ -226,6 +226,16 @@ pub fn observe_gate(dag: &str, checks: &[reelflow_load::Check]) {
     }
 }
 
+/// Counts a run that reached its final state, and its duration.
+pub fn record_run_end(end: &reelflow_store::runs::RunEnd) {
+    METRICS
+        .dag_runs
+        .inc(&[("dag", end.dag_id.as_str()), ("state", end.state.as_str())]);
+    METRICS
+        .dag_run_duration
+        .observe(&[("dag", end.dag_id.as_str())], end.seconds);
+}
+
 /// Records what a task's output measured ([`reelflow_dag::Stage::measures`]).
 pub fn observe(task: &str, measures: &[reelflow_dag::Measure]) {
     use reelflow_dag::Measure;

@@ -188,9 +188,7 @@ pub async fn cancel(pool: &PgPool, dag: &DagSpec, run_id: i64, origin: &str) -> 
     )
     .await?;
     if let Some(end) = &c.run_end {
-        crate::metrics::METRICS
-            .dag_runs
-            .inc(&[("dag", &end.dag_id), ("state", end.state.as_str())]);
+        crate::metrics::record_run_end(end);
     }
     sweep(pool).await;
     Ok(c)

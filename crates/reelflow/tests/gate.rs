@@ -523,7 +523,11 @@ async fn the_real_sample_passes_the_gate_with_the_default_thresholds() {
     let Some(zip) = fixture::real_sample_zip() else {
         let why = "the real sample files are not in ../shared/data";
         eprintln!("SKIPPED (this test did not run): {why}");
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{why}: this test must run in CI");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{why}: this test must run in CI"
+        );
         return;
     };
     let e = env().await;

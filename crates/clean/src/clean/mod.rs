@@ -144,18 +144,21 @@ pub(crate) type IdSet = HashSet<i64, BuildHasherDefault<IdHasher>>;
 /// sibling temporary folder first and renamed into place at the end, so `out_dir` is never
 /// half written. The same archive always gives byte-identical files.
 pub fn clean_zip(zip_path: &Path, out_dir: &Path, cfg: &CleanConfig) -> Result<Manifest, CleanError> {
-    clean_zip_with_cancel(zip_path, out_dir, cfg, &|| false)
+    clean_zip_with_cancel(zip_path, out_dir, cfg, &|| false, None)
 }
 
 /// [`clean_zip`] that polls `cancelled` every 65,536 records and stops with
-/// [`CleanError::Cancelled`] (leaving `out_dir` as it was) when it returns true.
+/// [`CleanError::Cancelled`] (leaving `out_dir` as it was) when it returns true. With
+/// `known_sha256` (the zip was just checked against its recorded checksum) the archive is not
+/// read once more to hash it.
 pub fn clean_zip_with_cancel(
     zip_path: &Path,
     out_dir: &Path,
     cfg: &CleanConfig,
     cancelled: &(dyn Fn() -> bool + Sync),
+    known_sha256: Option<&str>,
 ) -> Result<Manifest, CleanError> {
-    clean_zip_with_budget(zip_path, out_dir, cfg, cancelled, PAIR_BUDGET)
+    clean_zip_with_budget(zip_path, out_dir, cfg, cancelled, PAIR_BUDGET, known_sha256)
 }
 
 /// [`clean_zip_with_cancel`] holding at most `pair_budget` rating pairs while settling a
@@ -166,6 +169,7 @@ pub(super) fn clean_zip_with_budget(
     cfg: &CleanConfig,
     cancelled: &(dyn Fn() -> bool + Sync),
     pair_budget: usize,
+    known_sha256: Option<&str>,
 ) -> Result<Manifest, CleanError> {
     let started = Instant::now();
     let name = out_dir.file_name().ok_or_else(|| {
@@ -192,10 +196,13 @@ pub(super) fn clean_zip_with_budget(
     remove_dir_if_exists(&tmp)?;
     fs::create_dir(&tmp).map_err(|e| CleanError::io(&tmp, e))?;
 
-    // Hash the archive on a second thread while the first one cleans.
+    // Hash the archive on a second thread while the first one cleans (unless it is known).
     let stop_hash = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
-        let hasher = s.spawn(|| sha256_file(zip_path, &stop_hash));
+        let hasher = s.spawn(|| match known_sha256 {
+            Some(sha) => Ok(sha.to_string()),
+            None => sha256_file(zip_path, &stop_hash),
+        });
         let cleaned = clean_into(&mut archive, zip_path, &tmp, cfg, cancelled, pair_budget);
         if cleaned.is_err() {
             stop_hash.store(true, Ordering::Relaxed);
@@ -608,7 +615,7 @@ mod tests {
         let mut outs = Vec::new();
         for (name, budget) in [("one", PAIR_BUDGET), ("many", 3)] {
             let out = dir.path().join(name);
-            let m = clean_zip_with_budget(&zip_path, &out, &CleanConfig::default(), &|| false, budget).unwrap();
+            let m = clean_zip_with_budget(&zip_path, &out, &CleanConfig::default(), &|| false, budget, None).unwrap();
             let f = &m.files["ratings.csv"];
             assert_eq!(f.accepted, kept.len() as u64, "{name}");
             assert_eq!(f.rejected["duplicate_rating"], dups, "{name}");

@@ -29,9 +29,7 @@ pub(super) enum Found {
     Rows(Vec<Vec<Value>>),
 }
 
-pub(super) fn q(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
+pub(super) use reelflow_load::quote_ident as q;
 
 /// `%value%` for ILIKE, with the value's own wildcards and escape character taken literally.
 pub(super) fn contains_pattern(v: &str) -> String {

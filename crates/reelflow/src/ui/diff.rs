@@ -92,7 +92,7 @@ pub async fn diff(pool: &PgPool, id: i64, q: &DiffQuery) -> Result<DiffPage, Rej
             return Err(RejectError::Gone(id, before.0));
         };
         let summary = reelflow_load::diff_summary(pool, &schema).await;
-        let s = format!("\"{}\"", schema.replace('"', "\"\""));
+        let s = reelflow_load::quote_ident(&schema);
         let has_diff = matches!(summary, Ok(Some(_)));
         let rows = if has_diff {
             sqlx::query(sqlx::AssertSqlSafe(format!(

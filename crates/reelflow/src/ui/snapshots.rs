@@ -146,10 +146,10 @@ pub async fn rejects(pool: &PgPool, id: i64, q: &RejectQuery) -> Result<RejectPa
             return Err(RejectError::Gone(id, before.0));
         };
         let sql = format!(
-            "SELECT file, line, reason, raw FROM \"{}\".rejects
+            "SELECT file, line, reason, raw FROM {}.rejects
              WHERE ($1::text IS NULL OR file = $1) AND ($2::text IS NULL OR reason = $2) AND (file, line) > ($3, $4)
              ORDER BY file, line LIMIT $5",
-            schema.replace('"', "\"\"")
+            reelflow_load::quote_ident(&schema)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&file)
@@ -240,7 +240,11 @@ async fn report_counts(pool: &PgPool, schema: &str) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     for name in names.iter().filter(|n| present.iter().any(|p| p == *n)) {
         // Names come from the report catalog only; the schema from the bookkeeping table.
-        let sql = format!("SELECT count(*) FROM \"{}\".\"{name}\"", schema.replace('"', "\"\""));
+        let sql = format!(
+            "SELECT count(*) FROM {}.{}",
+            reelflow_load::quote_ident(schema),
+            reelflow_load::quote_ident(name)
+        );
         // A publish may rename the schema meanwhile: that count is just left out.
         if let Ok(n) = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
             .fetch_one(pool)
