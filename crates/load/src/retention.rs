@@ -1,6 +1,8 @@
 //! Retention of the artifact store: once retention has dropped every snapshot a run built, the
 //! objects the run's attempts wrote (`<prefix>/<dag>/<period>/run-<id>/`) serve nothing any
-//! more and are deleted. A run that is not finished, or whose last load failed (an operator may
+//! more and are deleted. The `failed` snapshot rows of load tries that failed before a later
+//! try succeeded hold nothing (their schemas are gone) and do not keep a succeeded run's
+//! objects. A run that is not finished, or a failed run whose load failed (an operator may
 //! still retry it), keeps its objects.
 
 use reelflow_artifacts::{run_path, Artifacts};
@@ -15,8 +17,9 @@ pub async fn sweep_artifacts(pool: &PgPool, artifacts: &Artifacts, dag_id: &str)
     let runs = sqlx::query(
         "SELECT r.id, r.period FROM reelflow.dag_runs r
          WHERE r.dag_id = $1 AND r.state IN ('success', 'failed')
-           AND EXISTS (SELECT 1 FROM reelflow.snapshots s WHERE s.run_id = r.id)
-           AND NOT EXISTS (SELECT 1 FROM reelflow.snapshots s WHERE s.run_id = r.id AND s.state <> 'dropped')
+           AND EXISTS (SELECT 1 FROM reelflow.snapshots s WHERE s.run_id = r.id AND s.state = 'dropped')
+           AND NOT EXISTS (SELECT 1 FROM reelflow.snapshots s WHERE s.run_id = r.id AND s.state <> 'dropped'
+                           AND NOT (s.state = 'failed' AND r.state = 'success'))
          ORDER BY r.id",
     )
     .bind(dag_id)
