@@ -129,6 +129,11 @@ impl From<sqlx::Error> for UiError {
 
 impl From<anyhow::Error> for UiError {
     fn from(e: anyhow::Error) -> UiError {
+        // A request `ops` refuses (a month that has not ended, a backfill past the cap) is the
+        // operator's to fix, as the JSON API answers it: 400 with the reason.
+        if let Some(r) = e.downcast_ref::<crate::ops::Refused>() {
+            return UiError::bad_request(r.0.clone());
+        }
         if let Some(re) = e.downcast_ref::<reelflow_store::runs::RunError>() {
             if let reelflow_store::runs::RunError::Conflict(m) = re {
                 return UiError(StatusCode::CONFLICT, m.clone());
