@@ -294,6 +294,13 @@ async fn panels_show_attempts_errors_logs_and_notes_with_hostile_text_escaped() 
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
+    // An action ops refuses (a month that has not ended) says why, as the JSON API does.
+    let now = chrono::Utc::now().format("%Y-%m").to_string();
+    let r = page
+        .post("/ui/actions/perform", &h, &format!("action=trigger&period={now}"))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("has not ended"), "{}", r.body);
     let r = page.get(&format!("/ui/runs/{run}"), &h).await;
     assert!(r.body.contains("Operator actions"), "{}", r.body);
     assert!(r.body.contains("&lt;img src=x onerror=alert(1)&gt;") && !r.body.contains("<img src=x"));
