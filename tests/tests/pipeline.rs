@@ -609,23 +609,49 @@ async fn movie_ratings_match_the_ratings_table(pool: &PgPool) -> usize {
     report.len()
 }
 
-#[tokio::test]
-async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_table() {
-    // Values of every shape the cleaner accepts, unparsable and empty ratings (rows that count
-    // but have no value), a movie whose only rating has no value, a rejected duplicate.
+/// What `movies.ratings` is: its kind (`r` table, `p` partitioned), its partitions, and its
+/// valid indexes.
+async fn ratings_layout(pool: &PgPool) -> (String, i64, Vec<String>) {
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = 'movies.ratings'::regclass")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let parts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'movies.ratings'::regclass")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'movies.ratings'::regclass AND indisvalid ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (kind, parts, indexes)
+}
+
+/// The ratings of `movie_ratings_from_the_clean_totals_...`: values of every shape the cleaner
+/// accepts, unparsable and empty ratings (rows that count but have no value), a movie whose
+/// only rating has no value, a rejected duplicate; then two rows for each of `users`.
+fn many_ratings(users: impl Iterator<Item = u32>) -> String {
     let mut ratings = "userId,movieId,rating,timestamp\n\
         1,1,3.7,1\n1,2,4,2\n1,4,,3\n1,4,5.0,4\n\
         2,1,0.1,5\n2,2,2.25,6\n2,4,x,7\n\
         3,1,1e0,8\n3,2,4.50,9\n3,4, 2.5,10\n3,9,3.5,11\n\
         4,2,-0.5,12\n4,3,,13\n"
         .to_string();
-    // Enough rows for ratings to be the biggest table, loaded in parts (see below).
-    for user in 10..3000 {
+    for user in users {
         // Not movie 1 or 3, whose totals are checked exactly below.
         for (movie, rating) in [(2, "3.0"), (4, "0.5")] {
             ratings += &format!("{user},{movie},{rating},{user}\n");
         }
     }
+    ratings
+}
+
+/// Loads `ratings` as the biggest table, in two parts (over both connections), with a cut
+/// recorded about every 4 KiB; checks the totals; returns the layout of `movies.ratings`.
+async fn load_ratings_in_parts(ratings: String) -> (String, i64, Vec<String>) {
     let entries: Vec<(&str, Vec<u8>)> = fixture::entries()
         .into_iter()
         .map(|(name, data)| {
@@ -637,8 +663,8 @@ async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_t
         })
         .collect();
     let mut s = setup(fixture::zip_bytes(&entries)).await;
-    // The ratings table is COPYed over both connections, in two parts.
     s.cfg.load.split_copy_min_bytes = 0;
+    s.cfg.clean.cut_spacing_bytes = 4096;
     let pool = &s.db.pool;
     let report = reelflow::pipeline::run_period(&s.cfg, pool, "2026-08".parse().unwrap(), false)
         .await
@@ -661,6 +687,38 @@ async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_t
             .any(|r| r.contains(r#""movie_id":3,"ratings":1,"rated":0,"rating_sum":0"#)),
         "{per_movie:?}"
     );
+    // Every pair once, whichever way it was loaded.
+    let pairs: i64 = sqlx::query_scalar("SELECT count(DISTINCT (user_id, movie_id)) FROM movies.ratings")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(pairs, 12 + 2990 * 2);
+    ratings_layout(pool).await
+}
+
+#[tokio::test]
+async fn movie_ratings_from_the_clean_totals_equal_an_aggregate_of_the_ratings_table() {
+    // Sorted by user, as the real file: `ratings` is partitioned by user range, one partition
+    // per connection, with the primary key and the movie_id index valid on the parent.
+    let (kind, parts, indexes) = load_ratings_in_parts(many_ratings(10..3000)).await;
+    assert_eq!((kind.as_str(), parts), ("p", 2), "{indexes:?}");
+    assert_eq!(indexes.len(), 2, "{indexes:?}");
+    assert!(
+        indexes
+            .iter()
+            .any(|i| i.contains("UNIQUE INDEX ratings_pkey ON ONLY movies.ratings USING btree (user_id, movie_id)")),
+        "{indexes:?}"
+    );
+    assert!(indexes.iter().any(|i| i.contains("(movie_id)")), "{indexes:?}");
+}
+
+#[tokio::test]
+async fn ratings_out_of_user_order_load_as_one_table_in_byte_ranges() {
+    // Users in descending order: no user ranges to cut at, so one plain table, its COPY still
+    // split over both connections.
+    let (kind, parts, indexes) = load_ratings_in_parts(many_ratings((10..3000).rev())).await;
+    assert_eq!((kind.as_str(), parts), ("r", 0), "{indexes:?}");
+    assert_eq!(indexes.len(), 2, "{indexes:?}");
 }
 
 #[tokio::test]

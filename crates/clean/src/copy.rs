@@ -11,6 +11,16 @@ use std::path::{Path, PathBuf};
 
 const FLUSH_AT: usize = 256 * 1024;
 
+/// Watches the first column of a file whose rows should arrive in key order (ratings, by
+/// user): whether they do, and where the file could be cut into key ranges.
+struct KeyOrder {
+    last: Option<i64>,
+    sorted: bool,
+    cuts: Vec<crate::manifest::Cut>,
+    next_cut_at: u64,
+    spacing: u64,
+}
+
 /// One output file in COPY text format.
 pub(crate) struct CopyWriter {
     /// `None` for a placeholder that stands in for a writer owned by another thread.
@@ -19,6 +29,9 @@ pub(crate) struct CopyWriter {
     buf: Vec<u8>,
     rows: u64,
     row_start: bool,
+    /// Bytes written to the file so far (the buffer not counted).
+    written: u64,
+    order: Option<KeyOrder>,
 }
 
 impl CopyWriter {
@@ -29,7 +42,49 @@ impl CopyWriter {
             buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
             rows: 0,
             row_start: true,
+            written: 0,
+            order: None,
         })
+    }
+
+    /// Records whether the rows arrive in non-decreasing order of the key given to
+    /// [`CopyWriter::key`], and about every `spacing` bytes a cut: a row start where the key is
+    /// greater than in every row before. When the whole file turns out to be in order, each cut
+    /// splits it into two key ranges (see [`CopyWriter::cuts`]).
+    pub(crate) fn track_key_order(&mut self, spacing: u64) {
+        self.order = Some(KeyOrder {
+            last: None,
+            sorted: true,
+            cuts: Vec::new(),
+            next_cut_at: spacing,
+            spacing,
+        });
+    }
+
+    /// The key of the row about to be written (call before its first field).
+    #[inline]
+    pub(crate) fn key(&mut self, key: i64) {
+        let offset = self.written + self.buf.len() as u64;
+        let rows = self.rows;
+        let Some(o) = self.order.as_mut() else { return };
+        match o.last {
+            Some(last) if key < last => o.sorted = false,
+            Some(last) if key > last && o.sorted && offset >= o.next_cut_at => {
+                o.cuts.push(crate::manifest::Cut { offset, rows, key });
+                o.next_cut_at = offset + o.spacing;
+            }
+            _ => {}
+        }
+        o.last = Some(key);
+    }
+
+    /// The cuts recorded by [`CopyWriter::track_key_order`] if every row came in key order;
+    /// empty otherwise (or when not tracked).
+    pub(crate) fn cuts(&self) -> Vec<crate::manifest::Cut> {
+        match &self.order {
+            Some(o) if o.sorted => o.cuts.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// Stands in for `self` while another thread owns it (see `std::mem::replace`); writing
@@ -41,6 +96,8 @@ impl CopyWriter {
             buf: Vec::new(),
             rows: 0,
             row_start: true,
+            written: 0,
+            order: None,
         }
     }
 
@@ -49,8 +106,12 @@ impl CopyWriter {
         debug_assert!(self.row_start, "append in the middle of a row");
         self.flush_buf()?;
         let file = self.file.as_mut().ok_or_else(placeholder_error)?;
-        io::copy(&mut File::open(path)?, file)?;
+        self.written += io::copy(&mut File::open(path)?, file)?;
         self.rows += rows;
+        if let Some(o) = self.order.as_mut() {
+            // Rows not seen by `key`: their order is unknown.
+            o.sorted = false;
+        }
         Ok(())
     }
 
@@ -123,6 +184,7 @@ impl CopyWriter {
             return Ok(());
         }
         self.file.as_mut().ok_or_else(placeholder_error)?.write_all(&self.buf)?;
+        self.written += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
     }
@@ -228,6 +290,57 @@ pub(crate) fn push_i64(out: &mut Vec<u8>, v: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes rows with keys `keys` (cut spacing 20 bytes) and returns the file and the cuts.
+    fn write_keys(keys: &[i64]) -> (Vec<u8>, Vec<crate::manifest::Cut>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tsv");
+        let mut w = CopyWriter::create(&path).unwrap();
+        w.track_key_order(20);
+        for &k in keys {
+            w.key(k);
+            w.int(k);
+            w.raw(b"some-value");
+            w.end_row().unwrap();
+        }
+        w.finish().unwrap();
+        (std::fs::read(&path).unwrap(), w.cuts())
+    }
+
+    #[test]
+    fn cuts_of_a_key_ordered_file_split_it_into_key_ranges() {
+        let keys = [1, 1, 1, 2, 2, 3, 5, 5, 5, 5, 8, 9, 9];
+        let (file, cuts) = write_keys(&keys);
+        assert!(cuts.len() >= 2, "{cuts:?}");
+        for c in &cuts {
+            let at = c.offset as usize;
+            assert!(at == 0 || file[at - 1] == b'\n', "a cut starts a row: {c:?}");
+            assert_eq!(file[..at].iter().filter(|&&b| b == b'\n').count() as u64, c.rows);
+            let first: i64 = std::str::from_utf8(&file[at..])
+                .unwrap()
+                .split('\t')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(first, c.key);
+            let before = &keys[..c.rows as usize];
+            assert!(before.iter().all(|&k| k < c.key), "{c:?}: every key before is smaller");
+            assert!(keys[c.rows as usize..].iter().all(|&k| k >= c.key));
+        }
+        assert!(
+            cuts.windows(2).all(|w| w[0].offset + 20 <= w[1].offset),
+            "about one per spacing: {cuts:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_out_of_key_order_has_no_cuts() {
+        let (_, cuts) = write_keys(&[1, 2, 3, 4, 5, 6, 7, 8, 3, 9]);
+        assert_eq!(cuts, []);
+        let (_, cuts) = write_keys(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert!(!cuts.is_empty());
+    }
 
     #[test]
     fn escapes() {

@@ -78,7 +78,7 @@ mod task;
 
 pub use clean::{clean_zip, clean_zip_with_cancel, RejectReason, MANIFEST_FILE, REJECTS_FILE, REQUIRED_ENTRIES};
 pub use error::CleanError;
-pub use manifest::{FileStats, Manifest, RejectsOutput, TableOutput, MANIFEST_FORMAT};
+pub use manifest::{Cut, FileStats, Manifest, RejectsOutput, TableOutput, MANIFEST_FORMAT};
 pub use schema::{table, ColumnDef, ForeignKey, TableDef, TABLES};
 pub use task::{CleanInput, CleanOutput, CleanRecord, CleanTask};
 
@@ -89,12 +89,17 @@ pub struct CleanConfig {
     /// Largest decompressed size accepted for one zip entry, counted on the bytes really
     /// produced (not the size the header claims). Default 4 GiB.
     pub max_entry_bytes: u64,
+    /// About how many bytes of a key-ordered table file (ratings) lie between the places the
+    /// manifest records where it can be cut into key ranges ([`TableOutput::cuts`]). Default
+    /// 32 MiB.
+    pub cut_spacing_bytes: u64,
 }
 
 impl Default for CleanConfig {
     fn default() -> Self {
         CleanConfig {
             max_entry_bytes: 4 << 30,
+            cut_spacing_bytes: 32 << 20,
         }
     }
 }

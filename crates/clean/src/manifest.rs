@@ -32,6 +32,24 @@ pub struct TableOutput {
     pub file: String,
     /// Number of rows in the file.
     pub rows: u64,
+    /// Where the file can be cut into ranges of its key (the first column: `user_id` for the
+    /// ratings tables), in file order: recorded only when every row came in non-decreasing key
+    /// order, so all rows before a cut have a smaller key than `key` and all rows from it on at
+    /// least `key`. About one per 32 MiB; empty for other tables, small files and files not in
+    /// key order. The load uses them to load and index key ranges separately.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cuts: Vec<Cut>,
+}
+
+/// A row start in a key-ordered table file (see [`TableOutput::cuts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    /// Byte offset of the row in the file.
+    pub offset: u64,
+    /// Rows before it.
+    pub rows: u64,
+    /// Its key: greater than every key before, no greater than any after.
+    pub key: i64,
 }
 
 /// Counts for one CSV file of the archive.

@@ -884,6 +884,7 @@ fn zip_bomb_is_refused() {
     let fx = Fixture::new(&entries);
     let cfg = CleanConfig {
         max_entry_bytes: 1 << 20,
+        ..CleanConfig::default()
     };
     let err = clean_zip(&fx.zip(), &fx.out(), &cfg).unwrap_err();
     match &err {
@@ -928,6 +929,7 @@ fn zip_bomb_with_lying_header_is_refused() {
     fs::write(fx.zip(), &bytes).unwrap();
     let cfg = CleanConfig {
         max_entry_bytes: 1 << 20,
+        ..CleanConfig::default()
     };
     let err = clean_zip(&fx.zip(), &fx.out(), &cfg).unwrap_err();
     eprintln!("lying header: {err}");

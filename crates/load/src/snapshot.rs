@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use reelflow_artifacts::{Artifacts, ObjectRef};
-use reelflow_clean::{CleanRecord, Manifest, TableDef, TABLES};
+use reelflow_clean::{CleanRecord, Cut, Manifest, TableDef, TABLES};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
@@ -78,6 +78,150 @@ struct LoadTarget {
     copy: String,
     /// Rows the clean stage wrote.
     rows: u64,
+    /// Where the file splits into key ranges (see [`reelflow_clean::TableOutput::cuts`]).
+    cuts: Vec<Cut>,
+}
+
+/// The partitions of a table loaded as key ranges: name, the byte range of the table's file it
+/// gets, and the COPY job that fills it.
+struct Partitions {
+    parts: Vec<(String, (u64, u64), usize)>,
+}
+
+/// Up to `parts - 1` of `cuts`, each the nearest to an even share of `size` bytes, in order and
+/// distinct: where a key-ordered file is cut into that many ranges of about equal size.
+fn pick_cuts(cuts: &[Cut], size: u64, parts: usize) -> Vec<Cut> {
+    let mut out: Vec<Cut> = Vec::new();
+    for k in 1..parts as u64 {
+        let target = size * k / parts as u64;
+        let best = cuts
+            .iter()
+            .filter(|c| c.offset > 0 && c.offset < size)
+            .filter(|c| out.last().is_none_or(|l| c.offset > l.offset))
+            .min_by_key(|c| c.offset.abs_diff(target));
+        if let Some(&c) = best {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The statements that create `t` as a table partitioned by ranges of its first column, one
+/// partition per range between `cuts`, with its primary key and indexes declared on the parent
+/// only (each partition's are built and attached once it is loaded). Returns them and the
+/// partitions' names.
+fn partitioned_table_sql(schema: &str, t: &TableDef, cuts: &[Cut]) -> (Vec<String>, Vec<String>) {
+    let key = t.columns[0].name;
+    let mut sql = vec![format!(
+        "{} PARTITION BY RANGE ({})",
+        create_table_sql(schema, t),
+        q(key)
+    )];
+    let mut names = Vec::new();
+    let bounds: Vec<String> = std::iter::once("MINVALUE".to_string())
+        .chain(cuts.iter().map(|c| c.key.to_string()))
+        .chain(std::iter::once("MAXVALUE".to_string()))
+        .collect();
+    for (i, w) in bounds.windows(2).enumerate() {
+        let name = format!("{}_p{}", t.name, i + 1);
+        sql.push(format!(
+            "CREATE TABLE {s}.{} PARTITION OF {s}.{} FOR VALUES FROM ({}) TO ({})",
+            q(&name),
+            q(t.name),
+            w[0],
+            w[1],
+            s = q(schema)
+        ));
+        names.push(name);
+    }
+    let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+    if !t.primary_key.is_empty() {
+        sql.push(format!(
+            "ALTER TABLE ONLY {}.{} ADD CONSTRAINT {} PRIMARY KEY ({})",
+            q(schema),
+            q(t.name),
+            q(&format!("{}_pkey", t.name)),
+            ident(t.primary_key)
+        ));
+    }
+    for idx in t.indexes {
+        sql.push(format!(
+            "CREATE INDEX {} ON ONLY {}.{} ({})",
+            q(&index_name(t.name, idx)),
+            q(schema),
+            q(t.name),
+            ident(idx)
+        ));
+    }
+    (sql, names)
+}
+
+/// The name PostgreSQL gives `CREATE INDEX ON table (cols)` (for the short names used here).
+fn index_name(table: &str, cols: &[&str]) -> String {
+    format!("{table}_{}_idx", cols.join("_"))
+}
+
+/// The primary key of one partition, then each index, each attached to the parent's as soon as
+/// it is built; every build serial (the partitions are built side by side instead).
+fn partition_key_jobs(schema: &str, t: &TableDef, part: &str) -> Vec<(String, Vec<String>, bool)> {
+    let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+    let serial = |sql: Vec<String>| -> Vec<String> {
+        std::iter::once("SET max_parallel_maintenance_workers = 0".to_string())
+            .chain(sql)
+            .chain(std::iter::once("RESET max_parallel_maintenance_workers".to_string()))
+            .collect()
+    };
+    let mut jobs = Vec::new();
+    if !t.primary_key.is_empty() {
+        let pkey = format!("{part}_pkey");
+        jobs.push((
+            format!(
+                "ALTER TABLE {}.{} ADD PRIMARY KEY ({})",
+                q(schema),
+                q(part),
+                ident(t.primary_key)
+            ),
+            serial(vec![
+                format!(
+                    "ALTER TABLE {}.{} ADD CONSTRAINT {} PRIMARY KEY ({})",
+                    q(schema),
+                    q(part),
+                    q(&pkey),
+                    ident(t.primary_key)
+                ),
+                format!(
+                    "ALTER INDEX {s}.{} ATTACH PARTITION {s}.{}",
+                    q(&format!("{}_pkey", t.name)),
+                    q(&pkey),
+                    s = q(schema)
+                ),
+            ]),
+            true,
+        ));
+    }
+    for idx in t.indexes {
+        let name = index_name(part, idx);
+        jobs.push((
+            format!("CREATE INDEX ON {}.{} ({})", q(schema), q(part), ident(idx)),
+            serial(vec![
+                format!(
+                    "CREATE INDEX {} ON {}.{} ({})",
+                    q(&name),
+                    q(schema),
+                    q(part),
+                    ident(idx)
+                ),
+                format!(
+                    "ALTER INDEX {s}.{} ATTACH PARTITION {s}.{}",
+                    q(&index_name(t.name, idx)),
+                    q(&name),
+                    s = q(schema)
+                ),
+            ]),
+            false,
+        ));
+    }
+    jobs
 }
 
 /// Offsets that cut a COPY text object into `parts` ranges of whole rows: a row ends at a raw
@@ -309,6 +453,7 @@ async fn build(
             create: create_table_sql(schema, t),
             copy: format!("COPY {}.{} ({}) FROM STDIN", q(schema), q(t.name), column_list(t)),
             rows: manifest.tables[t.name].rows,
+            cuts: manifest.tables[t.name].cuts.clone(),
         })
         .chain([LoadTarget {
             name: "rejects",
@@ -319,6 +464,7 @@ async fn build(
             ),
             copy: format!("COPY {}.rejects (file, line, reason, raw) FROM STDIN", q(schema)),
             rows: manifest.rejects.rows,
+            cuts: Vec::new(),
         }])
         .collect();
     for t in &targets {
@@ -331,20 +477,71 @@ async fn build(
     let total_bytes: u64 = size_of.values().sum();
     let big = |name: &str| size_of.get(name).is_some_and(|&b| b >= total_bytes / 4);
     let expected_rows: BTreeMap<&str, u64> = targets.iter().map(|t| (t.name, t.rows)).collect();
+    // Tables loaded as partitions, and the rows each partition's COPY must bring.
+    let mut partitioned: BTreeMap<&str, Partitions> = BTreeMap::new();
+    let mut part_rows: BTreeMap<usize, (String, u64)> = BTreeMap::new();
     for t in targets {
         let LoadTarget {
             name,
             object,
             create,
             copy,
-            ..
+            rows,
+            cuts,
         } = t;
         let size = size_of[name];
         let parts = if big(name) && size >= cfg.split_copy_min_bytes {
-            cfg.parallelism.max(1)
+            cfg.parts()
         } else {
             1
         };
+        let chosen = if parts > 1 {
+            pick_cuts(&cuts, size, parts)
+        } else {
+            Vec::new()
+        };
+        if let (false, Some(def)) = (chosen.is_empty(), reelflow_clean::table(name)) {
+            // A key-ordered big table (ratings, by user): one partition per key range, each
+            // created-then-truncated and COPYed FREEZE in one transaction by its own
+            // connection, then keyed and indexed on that connection while the other
+            // partitions are (no shared relation, no parallel workers fighting over the cores).
+            let (sql, names) = partitioned_table_sql(schema, def, &chosen);
+            let created = jobs.len();
+            jobs.push(Job::sql(format!("create {name} (partitioned)"), sql, vec![], size));
+            let offsets: Vec<(u64, u64)> = std::iter::once((0, 0))
+                .chain(chosen.iter().map(|c| (c.offset, c.rows)))
+                .chain(std::iter::once((size, rows)))
+                .collect();
+            let mut parts = Vec::new();
+            for (part, w) in names.into_iter().zip(offsets.windows(2)) {
+                let ((start, rows_before), (end, rows_to)) = (w[0], w[1]);
+                let job = jobs.len();
+                copy_of.entry(name).or_default().push(job);
+                copy_table.insert(job, name);
+                part_rows.insert(job, (part.clone(), rows_to - rows_before));
+                jobs.push(Job {
+                    name: format!("COPY {part}"),
+                    work: Work::Copy {
+                        create: Some(format!("TRUNCATE {}.{}", q(schema), q(&part))),
+                        copy: format!(
+                            "COPY {}.{} ({}) FROM STDIN WITH (FREEZE)",
+                            q(schema),
+                            q(&part),
+                            column_list(def)
+                        ),
+                        artifacts: artifacts.clone(),
+                        object: object.clone(),
+                        range: Some((start, end)),
+                    },
+                    after: vec![created],
+                    weight: end - start,
+                    exclusive: false,
+                });
+                parts.push((part, (start, end), job));
+            }
+            partitioned.insert(name, Partitions { parts });
+            continue;
+        }
         if parts == 1 {
             copy_of.entry(name).or_default().push(jobs.len());
             copy_table.insert(jobs.len(), name);
@@ -352,7 +549,8 @@ async fn build(
                 name: format!("COPY {}", name),
                 work: Work::Copy {
                     create: Some(create),
-                    copy,
+                    // The table is new in this transaction: its rows can be written frozen.
+                    copy: format!("{copy} WITH (FREEZE)"),
                     artifacts: artifacts.clone(),
                     object,
                     range: None,
@@ -390,6 +588,24 @@ async fn build(
     // Keys and indexes: each as soon as its table is loaded. A secondary index sorts rows in
     // random order, so it weighs a little more than the primary key of the same table.
     for t in TABLES {
+        if let Some(p) = partitioned.get(t.name) {
+            for (part, (start, end), copy_job) in &p.parts {
+                // One after the other on the partition (its primary key and index builds lock
+                // it against each other), each weighing what is left of the chain.
+                let steps = partition_key_jobs(schema, t, part);
+                let size = end - start;
+                let mut left: u64 = steps.iter().map(|s| if s.2 { size } else { size + size / 4 }).sum();
+                let mut prev = *copy_job;
+                for (label, statements, primary) in steps {
+                    let i = jobs.len();
+                    keys_of.entry(t.name).or_default().push(i);
+                    jobs.push(Job::sql(label, statements, vec![prev], left));
+                    left -= if primary { size } else { size + size / 4 };
+                    prev = i;
+                }
+            }
+            continue;
+        }
         let statements = key_sql(schema, t);
         for (k, sql) in statements.into_iter().enumerate() {
             let weight = if k == 0 && !t.primary_key.is_empty() {
@@ -498,6 +714,14 @@ async fn build(
     let (mut copies_left, mut keys_left) = (copy_of.len(), keys_end - keys_start);
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
     let mut on_done = |i: usize, n: u64| -> Result<(), LoadError> {
+        if let Some((part, expected)) = part_rows.get(&i) {
+            if n != *expected {
+                return Err(LoadError::Validation {
+                    schema: schema.into(),
+                    detail: format!("{part}: {n} rows loaded, the manifest's cuts say {expected}"),
+                });
+            }
+        }
         if let Some(&name) = copy_table.get(&i) {
             *rows_of.entry(name).or_default() += n;
             let left = parts_left.get_mut(name).expect("a table of the graph");
@@ -620,7 +844,24 @@ async fn store_counts(conn: &mut PgConnection, manifest: &Manifest, schema: &str
 
 #[cfg(test)]
 mod tests {
-    use super::row_bounds;
+    use super::{pick_cuts, row_bounds, Cut};
+
+    #[test]
+    fn cuts_are_picked_nearest_to_even_shares_in_order() {
+        let cut = |offset: u64| Cut {
+            offset,
+            rows: offset / 10,
+            key: offset as i64,
+        };
+        let cuts: Vec<Cut> = [0, 100, 240, 260, 500, 760, 990].into_iter().map(cut).collect();
+        let offsets = |v: Vec<Cut>| v.into_iter().map(|c| c.offset).collect::<Vec<_>>();
+        assert_eq!(offsets(pick_cuts(&cuts, 1000, 2)), [500]);
+        assert_eq!(offsets(pick_cuts(&cuts, 1000, 4)), [240, 500, 760]);
+        assert_eq!(offsets(pick_cuts(&cuts, 1000, 1)), Vec::<u64>::new());
+        // Fewer cuts than parts: each used once, never the start of the file.
+        assert_eq!(offsets(pick_cuts(&[cut(0), cut(300)], 1000, 4)), [300]);
+        assert_eq!(offsets(pick_cuts(&[], 1000, 2)), Vec::<u64>::new());
+    }
 
     #[tokio::test]
     async fn row_bounds_cut_only_after_raw_newlines_and_cover_the_file() {

@@ -29,8 +29,22 @@ pub struct LoadConfig {
     /// Reuse the period's snapshot when the source's SHA-256 and the build are unchanged.
     pub reuse_unchanged: bool,
     /// A table with a quarter of the clean output or more whose file is at least this big is
-    /// COPYed in `parallelism` parts at once.
+    /// COPYed in `partitions` parts at once.
     pub split_copy_min_bytes: u64,
+    /// How many parts that table is loaded in (0: `parallelism`): partitions by key range when
+    /// the clean stage found its rows in key order (ratings, by user), else byte ranges of one
+    /// table.
+    pub partitions: usize,
+}
+
+impl LoadConfig {
+    /// The parts the biggest table is loaded in.
+    pub fn parts(&self) -> usize {
+        match self.partitions {
+            0 => self.parallelism.max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for LoadConfig {
@@ -39,9 +53,10 @@ impl Default for LoadConfig {
             parallelism: 2,
             keep_previous: 2,
             keep_periods: 12,
-            maintenance_work_mem: "512MB".into(),
+            maintenance_work_mem: "64MB".into(),
             reuse_unchanged: true,
             split_copy_min_bytes: 64 << 20,
+            partitions: 0,
         }
     }
 }

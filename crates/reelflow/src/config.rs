@@ -160,6 +160,7 @@ pub struct FetchSection {
 #[serde(deny_unknown_fields)]
 pub struct CleanSection {
     pub max_entry_bytes: u64,
+    pub cut_spacing_bytes: u64,
 }
 
 impl FetchSection {

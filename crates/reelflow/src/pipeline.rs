@@ -123,6 +123,7 @@ impl Node for CleanUnlessUnchanged {
             clean: CleanTask {
                 config: reelflow_clean::CleanConfig {
                     max_entry_bytes: cfg.clean.max_entry_bytes,
+                    cut_spacing_bytes: cfg.clean.cut_spacing_bytes,
                 },
             },
             pool: pool.clone(),

@@ -335,6 +335,10 @@ pub(super) fn clean_into(
             .collect::<Result<_, _>>()?,
         rejects: create(REJECTS_FILE)?,
     };
+    // The ratings arrive sorted by user: the load can split them into user ranges.
+    for t in [T::Ratings, T::RatingsSmall] {
+        sinks.tables[t as usize].track_key_order(cfg.cut_spacing_bytes.max(1));
+    }
     // The links and ratings files need nothing from the movie files, so a second thread
     // cleans them (most of the bytes: ratings.csv) while this one cleans the movie files. It
     // owns its four tables and a rejects file of its own, appended after this thread's rejects
@@ -412,6 +416,7 @@ pub(super) fn clean_into(
             TableOutput {
                 file: format!("{}.tsv", def.name),
                 rows: w.rows(),
+                cuts: w.cuts(),
             },
         );
     }

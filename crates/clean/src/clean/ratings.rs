@@ -87,6 +87,7 @@ pub(super) fn write_rating(
     rating: &[u8],
     time: &[u8],
 ) -> Result<Option<RejectReason>, CleanError> {
+    w.key(user);
     match keys {
         Some((user, movie)) => {
             w.raw(user);
