@@ -1,6 +1,11 @@
 //! What the bench reads from the operating system: CPU time (`/proc/stat`, `/proc/<pid>/stat`,
-//! `getrusage`) and memory (`/proc/<pid>/status`). The parsers are pure functions of the
-//! files' text, tested below; the readers around them are a few lines each.
+//! `getrusage`), memory (`/proc/<pid>/status`) and free disk space (`statvfs`). The parsers are
+//! pure functions of the files' text, tested below; the readers around them are a few lines each.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Clock ticks of the whole machine, summed over its CPUs, from the `cpu` line of `/proc/stat`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +181,53 @@ pub fn proc_memory(pid: u32) -> Option<(u64, u64)> {
     parse_status_memory(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
+/// Bytes an unprivileged user may still write on the filesystem holding `path` (`statvfs`:
+/// available blocks times the fragment size).
+pub fn free_bytes(path: &Path) -> anyhow::Result<u64> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(|e| anyhow::anyhow!("statvfs {}: {e}", path.display()))?;
+    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+/// Samples the free space of a filesystem every 200 ms on a thread of its own and keeps the
+/// lowest reading: the peak disk use of a scale is the free space at its start minus that.
+pub struct DiskWatch {
+    stop: Arc<AtomicBool>,
+    lowest: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DiskWatch {
+    pub fn start(path: &Path) -> DiskWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let lowest = Arc::new(AtomicU64::new(u64::MAX));
+        let thread = {
+            let (stop, lowest, path) = (stop.clone(), lowest.clone(), path.to_path_buf());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(free) = free_bytes(&path) {
+                        lowest.fetch_min(free, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        DiskWatch {
+            stop,
+            lowest,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the sampling; the lowest free space seen, in bytes.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.lowest.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +289,7 @@ mod tests {
     #[test]
     fn the_readers_answer_on_linux() {
         assert!(MachineTicks::now().cpus >= 1);
+        assert!(free_bytes(Path::new(".")).unwrap() > 0);
         assert!(children_cpu_seconds() >= 0.0);
         // This process as a "server": its own time at least.
         assert!(server_cpu_seconds(std::process::id()) >= 0.0);

@@ -1,0 +1,654 @@
+//! The Markdown report of `cargo xtask bench`: a section per scale, then the summary across
+//! scales and the table of issue 16's targets. Pure functions of the measured runs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use reelflow_clean::TABLES;
+
+use super::bare::BareRun;
+use super::sys::MachineCpu;
+use super::{RawRun, ScaleResult, PERIOD};
+
+impl ScaleResult {
+    /// reelflow's wall / raw COPY's, per alternated pair.
+    fn vs_raw(&self) -> Vec<f64> {
+        pair_ratios(&self.rfs, |x| x.wall, &self.raws, |x| x.total)
+    }
+
+    /// reelflow's wall / the bare script's load (COPYs and primary key, without its unzip).
+    fn vs_bare(&self) -> Vec<f64> {
+        pair_ratios(&self.rfs, |x| x.wall, &self.bares, |x| x.load)
+    }
+
+    /// reelflow's wall / the bare script's whole wall, unzip included.
+    fn vs_bare_with_unzip(&self) -> Vec<f64> {
+        pair_ratios(&self.rfs, |x| x.wall, &self.bares, |x| x.wall)
+    }
+
+    fn peak_rss_mib(&self) -> Vec<f64> {
+        self.rfs.iter().map(|x| x.peak_rss_kib as f64 / 1024.0).collect()
+    }
+
+    /// Every hand-off of the scale's reelflow invocations, in ms.
+    fn handoffs_ms(&self) -> Vec<f64> {
+        self.rfs
+            .iter()
+            .chain(std::iter::once(&self.rerun))
+            .chain(&self.handoff_runs)
+            .flat_map(|x| x.handoffs.iter().map(|h| h * 1000.0))
+            .collect()
+    }
+
+    /// Nanoseconds per loaded row of each side's median time: (reelflow, raw COPY, bare load,
+    /// bare with unzip).
+    fn ns_per_row(&self) -> (f64, f64, f64, f64) {
+        let per = |v: Vec<f64>, rows: u64| median(&v) * 1e9 / rows as f64;
+        let bare_rows = self.bares.first().map(|b| b.rows).unwrap_or(0);
+        (
+            per(self.rfs.iter().map(|x| x.wall).collect(), self.rows_loaded),
+            per(self.raws.iter().map(|x| x.total).collect(), self.rows_loaded),
+            per(self.bares.iter().map(|x| x.load).collect(), bare_rows),
+            per(self.bares.iter().map(|x| x.wall).collect(), bare_rows),
+        )
+    }
+
+    /// MB of CSV per CPU-second of the clean stage alone (median).
+    fn clean_mb_per_cpu_s(&self) -> f64 {
+        self.data.csv_bytes as f64 / 1e6 / median(&self.clean_cpus)
+    }
+}
+
+/// The section of one scale: every side's steps, CPU, memory and the ratios, then the
+/// reruns, the clean stage alone, the hand-offs and the slowest steps.
+pub(super) fn section(r: &ScaleResult, runs: usize, seed: u64) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let mb = |b: u64| b as f64 / 1e6;
+    let raw = |f: fn(&RawRun) -> f64| r.raws.iter().map(f).collect::<Vec<_>>();
+    let stage = |t: &str| {
+        r.rfs
+            .iter()
+            .map(|x| x.stages.get(t).map(|s| s.0).unwrap_or(f64::NAN))
+            .collect::<Vec<_>>()
+    };
+    let phase = |p: &str| {
+        r.rfs
+            .iter()
+            .filter_map(|x| x.load_phases.get(p).copied())
+            .collect::<Vec<_>>()
+    };
+    let rf_wall: Vec<f64> = r.rfs.iter().map(|x| x.wall).collect();
+    let raw_total = raw(|x| x.total);
+    let ratios = r.vs_raw();
+    let vs_bare = r.vs_bare();
+    let vs_bare_unzip = r.vs_bare_with_unzip();
+    let rss = r.peak_rss_mib();
+    let handoffs = r.handoffs_ms();
+    let handoff_p99 = percentile(&handoffs, 0.99);
+    let clean_stage_mbps = median(
+        &stage("clean")
+            .iter()
+            .map(|t| mb(r.data.csv_bytes) / t)
+            .collect::<Vec<_>>(),
+    );
+
+    let _ = writeln!(
+        s,
+        "### Scale {} (seed {}), {} runs of each side alternated: medians [min–max]\n",
+        r.data.scale, seed, runs
+    );
+    let _ = writeln!(
+        s,
+        "Dataset: {} zip, {:.1} MB of CSV ({}); {} rows loaded into the {} snapshot tables.\n",
+        format_args!("{:.1} MB", mb(r.data.zip_bytes)),
+        mb(r.data.csv_bytes),
+        r.data
+            .entries
+            .iter()
+            .map(|(n, b)| format!("{n} {:.1} MB", mb(*b)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        fmt_int(r.rows_loaded),
+        TABLES.len()
+    );
+    let _ = writeln!(
+        s,
+        "movies_metadata.csv: {} records ({} repeated ids, {} broken rows); ratings.csv: {} rows.\n",
+        fmt_int(r.data.plan.movie_records),
+        r.data.plan.ids_twice + r.data.plan.ids_thrice,
+        r.data.plan.broken,
+        fmt_int(r.data.plan.ratings)
+    );
+    let _ = writeln!(
+        s,
+        "ratings.csv holds {} repeated (userId, movieId) pairs (the clean stage's `duplicate_rating` rejects){}. \
+         Disk: {:.1} GB free at the start of the scale, {:.1} GB of it used at the peak ({:.1}x the zip).\n",
+        fmt_int(r.duplicate_ratings),
+        if r.duplicate_ratings == 0 {
+            ", so the bare script's primary key holds"
+        } else {
+            ": the bare script's primary key cannot be built on them"
+        },
+        r.disk_free_bytes as f64 / 1e9,
+        r.disk_peak_bytes as f64 / 1e9,
+        r.disk_peak_bytes as f64 / r.data.zip_bytes as f64
+    );
+    let bare = |f: fn(&BareRun) -> f64| r.bares.iter().map(f).collect::<Vec<_>>();
+    let bare_step = |pick: fn(&str) -> bool| {
+        r.bares
+            .iter()
+            .map(|x| x.steps.iter().filter(|(n, _)| pick(n)).map(|(_, t)| t).sum::<f64>())
+            .collect::<Vec<_>>()
+    };
+    let bare_load = bare(|x| x.load);
+    let bare_wall = bare(|x| x.wall);
+    let bare_rows = r.bares.first().map(|x| x.rows).unwrap_or(0);
+    let cores = |m: fn(&MachineCpu) -> f64, v: Vec<MachineCpu>| median(&v.iter().map(m).collect::<Vec<_>>());
+    let machine = |v: Vec<MachineCpu>| {
+        let cpus = v.first().map(|m| m.cpus).unwrap_or(0);
+        format!(
+            "{:.2} of {cpus} busy, {:.2} in iowait",
+            cores(|m| m.busy_cores, v.clone()),
+            cores(|m| m.iowait_cores, v)
+        )
+    };
+    let _ = writeln!(s, "| step | bare psql script | raw COPY (psql \\copy) | reelflow run |");
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| unzip (zip -> 4 CSVs) / fetch (S3 -> artifact) | {} | – | {} |",
+        fmt_range(&bare(|x| x.unzip)),
+        fmt_range(&stage("fetch"))
+    );
+    let _ = writeln!(
+        s,
+        "| clean (zip -> COPY files) | – | – (clean alone: below) | {} |",
+        fmt_range(&stage("clean"))
+    );
+    let _ = writeln!(
+        s,
+        "| create tables | {} | {} | (in COPY) |",
+        fmt_range(&bare_step(|n| n == "create")),
+        fmt_range(&raw(|x| x.create))
+    );
+    let _ = writeln!(
+        s,
+        "| COPY all tables | {} (ratings) + {} (3 text tables), sequential | {} (sequential) | all done at {} (parallel streams) |",
+        fmt_range(&bare_step(|n| n == "copy ratings")),
+        fmt_range(&bare_step(|n| n.starts_with("copy ") && n != "copy ratings")),
+        fmt_range(&raw(|x| x.copy)),
+        fmt_range(&phase("COPY done"))
+    );
+    let _ = writeln!(
+        s,
+        "| keys + indexes + foreign keys | {} (the ratings primary key only) | {} + {} (after COPY) | all done at {} (each once its tables are in) |",
+        fmt_range(&bare_step(|n| n == "ratings primary key")),
+        fmt_range(&raw(|x| x.keys)),
+        fmt_range(&raw(|x| x.fks)),
+        fmt_range(&phase("keys and indexes built"))
+    );
+    let _ = writeln!(
+        s,
+        "| reports | – | – | all done at {} |",
+        fmt_range(&phase("tables, keys and reports built"))
+    );
+    let _ = writeln!(
+        s,
+        "| load in all | **{}** (after the unzip) | – | {} (load stage) |",
+        fmt_range(&bare_load),
+        fmt_range(&stage("load"))
+    );
+    let _ = writeln!(s, "| publish | – | – | {} |", fmt_range(&stage("publish")));
+    let _ = writeln!(
+        s,
+        "| tasks, fetch start to publish end (database times) | – | – | {} |",
+        fmt_range(&r.rfs.iter().map(|x| x.dag_span).collect::<Vec<_>>())
+    );
+    let _ = writeln!(
+        s,
+        "| **total** (process start to exit) | {} (unzip included) | **{}** | **{}** |",
+        fmt_range(&bare_wall),
+        fmt_range(&raw_total),
+        fmt_range(&rf_wall)
+    );
+    let _ = writeln!(
+        s,
+        "| rows loaded; rows/s (of the load / the total) | {}; {} | {}; {} | {}; {} |",
+        fmt_int(bare_rows),
+        fmt_int((bare_rows as f64 / median(&bare_load)) as u64),
+        fmt_int(r.rows_loaded),
+        fmt_int((r.rows_loaded as f64 / median(&raw_total)) as u64),
+        fmt_int(r.rows_loaded),
+        fmt_int((r.rows_loaded as f64 / median(&rf_wall)) as u64)
+    );
+    let rf_cpu: Vec<f64> = r.rfs.iter().map(|x| x.cpu_s).collect();
+    let rf_cores: Vec<f64> = r.rfs.iter().map(|x| x.cpu_s / x.wall).collect();
+    let _ = writeln!(
+        s,
+        "| CPU of the reelflow process (getrusage, user + system) | – | – | {} CPU s = {:.2} cores on average |",
+        fmt_range(&rf_cpu).replace(" s", ""),
+        median(&rf_cores)
+    );
+    let server = |cpu: Vec<f64>, wall: Vec<f64>| {
+        let cores: Vec<f64> = cpu.iter().zip(&wall).map(|(c, w)| c / w).collect();
+        format!(
+            "{} CPU s = {:.2} cores",
+            fmt_range(&cpu).replace(" s", ""),
+            median(&cores)
+        )
+    };
+    let _ = writeln!(
+        s,
+        "| CPU of the bench PostgreSQL (its process tree) | {} | {} | {} |",
+        server(bare(|x| x.server_cpu_s), bare_wall.clone()),
+        server(raw(|x| x.server_cpu_s), raw_total.clone()),
+        server(r.rfs.iter().map(|x| x.server_cpu_s).collect(), rf_wall.clone())
+    );
+    let both: Vec<f64> = r.rfs.iter().map(|x| (x.cpu_s + x.server_cpu_s) / x.wall).collect();
+    let _ = writeln!(
+        s,
+        "| reelflow + PostgreSQL, cores on average over the run | | | {:.2} of {} |",
+        median(&both),
+        r.rfs.first().map(|x| x.machine.cpus).unwrap_or(0)
+    );
+    let _ = writeln!(
+        s,
+        "| machine CPU over the run (/proc/stat, cores) | {} | {} | {} |",
+        machine(r.bares.iter().map(|x| x.machine).collect()),
+        machine(r.raws.iter().map(|x| x.machine).collect()),
+        machine(r.rfs.iter().map(|x| x.machine).collect())
+    );
+    let _ = writeln!(
+        s,
+        "| peak RSS | – | – | {:.0} MiB (max {:.0}) |",
+        median(&rss),
+        min_max(&rss).1
+    );
+    let stage_rss = |t: &str| {
+        median(
+            &r.rfs
+                .iter()
+                .filter_map(|x| x.stage_rss_kib.get(t).map(|k| *k as f64 / 1024.0))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let _ = writeln!(
+        s,
+        "| RSS by stage (largest VmRSS sample) | – | – | fetch {:.0}, clean {:.0}, load {:.0}, publish {:.0} MiB |",
+        stage_rss("fetch"),
+        stage_rss("clean"),
+        stage_rss("load"),
+        stage_rss("publish")
+    );
+    let _ = writeln!(
+        s,
+        "| **reelflow / bare psql script** (its load, without the unzip; target ≤ 1.0x) | | | {} |",
+        fmt_ratios(&vs_bare)
+    );
+    let _ = writeln!(
+        s,
+        "| reelflow / bare psql script with its unzip | | | {} |",
+        fmt_ratios(&vs_bare_unzip)
+    );
+    let _ = writeln!(
+        s,
+        "| **reelflow / raw COPY** (target ≤ 0.8x) | | | {} |",
+        fmt_ratios(&ratios)
+    );
+    let _ = writeln!(s);
+
+    let rr = &r.rerun;
+    let _ = writeln!(
+        s,
+        "Unchanged-source rerun (`reelflow run --period {PERIOD} --rerun`, same database and artifacts): {} \
+         (fetch {}, clean {}, load {}, publish {}); fetch reused its artifact: {} ({} conditional GET answered 304, \
+         {} bodies sent); peak RSS {} MiB.\n",
+        fmt_s(rr.wall),
+        fmt_s(rr.stages.get("fetch").map(|x| x.0).unwrap_or(f64::NAN)),
+        fmt_s(rr.stages.get("clean").map(|x| x.0).unwrap_or(f64::NAN)),
+        fmt_s(rr.stages.get("load").map(|x| x.0).unwrap_or(f64::NAN)),
+        fmt_s(rr.stages.get("publish").map(|x| x.0).unwrap_or(f64::NAN)),
+        if rr.fetch_reused { "yes" } else { "no" },
+        r.rerun_not_modified,
+        r.rerun_bodies,
+        rr.peak_rss_kib / 1024
+    );
+    let clean_wall = median(&r.clean_walls);
+    let clean_cpu = median(&r.clean_cpus);
+    let _ = writeln!(
+        s,
+        "Clean stage alone (in-process `clean_zip`, before each raw run): {} wall, {:.1} CPU s (median): \
+         {:.0} MB/s of CSV wall, {:.0} MB/s per CPU-second; inside the runs the clean task ran at {:.0} MB/s wall.",
+        fmt_s(clean_wall),
+        clean_cpu,
+        mb(r.data.csv_bytes) / clean_wall,
+        mb(r.data.csv_bytes) / clean_cpu,
+        clean_stage_mbps
+    );
+    let per_file: Vec<String> = r
+        .data
+        .entries
+        .iter()
+        .filter(|(_, b)| *b >= r.data.csv_bytes / 50)
+        .map(|(name, bytes)| {
+            let t = median(
+                &r.rfs
+                    .iter()
+                    .filter_map(|x| x.clean_entries.get(name).copied())
+                    .collect::<Vec<_>>(),
+            );
+            format!("{name} {} = {:.0} MB/s", fmt_s(t), mb(*bytes) / t)
+        })
+        .collect();
+    let _ = writeln!(s, "Clean task per entry (its log, median): {}.\n", per_file.join(", "));
+    let _ = writeln!(
+        s,
+        "Task hand-off (a task's end -> the next task's start, from `reelflow.attempts`): median {:.1} ms, \
+         p99 {:.1} ms, max {:.1} ms over {} hand-offs. Idle `reelflow serve` RSS after 5 s: {}.\n",
+        median(&handoffs),
+        handoff_p99,
+        min_max(&handoffs).1,
+        handoffs.len(),
+        r.idle_rss_kib
+            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "n/a".into())
+    );
+
+    let mut jobs: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for run in &r.rfs {
+        for (name, t) in &run.load_jobs {
+            jobs.entry(name.clone()).or_default().push(*t);
+        }
+    }
+    let mut jobs: Vec<(String, f64, f64)> = jobs
+        .into_iter()
+        .map(|(k, v)| {
+            let secs: Vec<f64> = v.iter().map(|t| t.0).collect();
+            let ends: Vec<f64> = v.iter().map(|t| t.1).collect();
+            (k, median(&secs), median(&ends))
+        })
+        .collect();
+    jobs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let _ = writeln!(
+        s,
+        "Slowest reelflow load jobs (median seconds, and when they ended, from the start of the load's job graph): {}.\n",
+        jobs.iter()
+            .take(8)
+            .map(|(k, v, end)| format!("`{}` {} (ended at {})", k.replace("\"reelflow_snap_", "\"snap_"), fmt_s(*v), fmt_s(*end)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let mut steps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for run in &r.raws {
+        for (name, secs) in &run.steps {
+            steps.entry(name.clone()).or_default().push(*secs);
+        }
+    }
+    let mut slowest: Vec<(String, f64)> = steps.into_iter().map(|(k, v)| (k, median(&v))).collect();
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let _ = writeln!(
+        s,
+        "Slowest raw COPY steps (median): {}.\n",
+        slowest
+            .iter()
+            .take(6)
+            .map(|(k, v)| format!("`{}` {}", k.replace("\"raw\".", ""), fmt_s(*v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let bare_steps: Vec<String> = r
+        .bares
+        .first()
+        .map(|b| b.steps.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "Bare psql script steps (`bench/bare-psql.sh`, median): {}.\n",
+        bare_steps
+            .iter()
+            .map(|n| {
+                let t: Vec<f64> = r
+                    .bares
+                    .iter()
+                    .filter_map(|b| b.steps.iter().find(|(m, _)| m == n).map(|x| x.1))
+                    .collect();
+                format!("{n} {}", fmt_s(median(&t)))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    s
+}
+
+/// One row per scale: the growth of time per row, memory and the ratios.
+pub(super) fn summary(results: &[ScaleResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "### Across scales (medians)\n");
+    let _ = writeln!(
+        s,
+        "| scale | ratings rows | reelflow wall | ns/row reelflow | ns/row raw COPY | ns/row bare script (load; with unzip) \
+         | peak RSS | reelflow / bare script | reelflow / raw COPY | reelflow + PostgreSQL CPU | disk at peak |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let (rf, raw, bare, bare_unzip) = r.ns_per_row();
+        let cores: Vec<f64> = r.rfs.iter().map(|x| (x.cpu_s + x.server_cpu_s) / x.wall).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {rf:.0} | {raw:.0} | {bare:.0}; {bare_unzip:.0} | {:.0} MiB | {:.2}x | {:.2}x | {:.2} cores | {:.1} GB ({:.1}x the zip) |",
+            r.data.scale,
+            fmt_int(r.data.plan.ratings),
+            fmt_s(median(&r.rfs.iter().map(|x| x.wall).collect::<Vec<_>>())),
+            min_max(&r.peak_rss_mib()).1,
+            median(&r.vs_bare()),
+            median(&r.vs_raw()),
+            median(&cores),
+            r.disk_peak_bytes as f64 / 1e9,
+            r.disk_peak_bytes as f64 / r.data.zip_bytes as f64
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nns/row: each side's median time over the rows it loaded (reelflow and raw COPY: the rows of the \
+         {} snapshot tables; the bare script: ratings, credits, keywords, links). Disk at peak: the lowest \
+         free space seen during the scale (statvfs every 200 ms) below the free space at its start.\n",
+        TABLES.len()
+    );
+    s
+}
+
+/// Issue 16's targets, each with its goal, what was measured at every scale, and whether it
+/// was met at all of them.
+pub(super) fn targets(results: &[ScaleResult]) -> String {
+    let mut s = String::new();
+    let yes = |b: bool| if b { "yes" } else { "**no**" };
+    let at = |f: &dyn Fn(&ScaleResult) -> String| {
+        results
+            .iter()
+            .map(|r| format!("s{}: {}", r.data.scale, f(r)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let all = |f: &dyn Fn(&ScaleResult) -> bool| results.iter().all(f);
+    let _ = writeln!(s, "### Issue 16 targets\n");
+    let _ = writeln!(s, "| target | goal | measured | met |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| full run / bare psql script (its COPYs and primary key, without the unzip) | ≤ 1.0x at every scale | {} | {} |",
+        at(&|r| format!("{:.2}x", median(&r.vs_bare()))),
+        yes(all(&|r| median(&r.vs_bare()) <= 1.0))
+    );
+    let _ = writeln!(
+        s,
+        "| full run / raw COPY of the clean outputs with the same keys | ≤ 0.8x at every scale | {} | {} |",
+        at(&|r| format!("{:.2}x", median(&r.vs_raw()))),
+        yes(all(&|r| median(&r.vs_raw()) <= 0.8))
+    );
+    let peaks: Vec<f64> = results.iter().map(|r| min_max(&r.peak_rss_mib()).1).collect();
+    let (lo, hi) = min_max(&peaks);
+    let flat = if results.len() > 1 {
+        format!(", largest {:.2}x the smallest", hi / lo)
+    } else {
+        ", one scale: flatness not shown".into()
+    };
+    let _ = writeln!(
+        s,
+        "| peak RSS of the run, flat in the data size | ≤ 200 MiB at every scale, largest ≤ {PEAK_RSS_FLAT:.1}x smallest | {}{flat} | {} |",
+        at(&|r| format!("{:.0} MiB", min_max(&r.peak_rss_mib()).1)),
+        yes(hi <= 200.0 && results.len() > 1 && hi / lo <= PEAK_RSS_FLAT)
+    );
+    let _ = writeln!(
+        s,
+        "| clean alone | ≥ 150 MB/s of CSV per CPU-second | {} | {} |",
+        at(&|r| format!("{:.0} MB/s", r.clean_mb_per_cpu_s())),
+        yes(all(&|r| r.clean_mb_per_cpu_s() >= 150.0))
+    );
+    let rerun_ok = |r: &ScaleResult| r.rerun.wall < 2.0 && r.rerun.snapshot_reused;
+    let _ = writeln!(
+        s,
+        "| unchanged-source rerun | < 2 s, nothing reloaded | {} | {} |",
+        at(&|r| format!(
+            "{}{}",
+            fmt_s(r.rerun.wall),
+            if r.rerun.snapshot_reused {
+                ""
+            } else {
+                " (re-cleaned and re-loaded)"
+            }
+        )),
+        yes(all(&rerun_ok))
+    );
+    let p99 = |r: &ScaleResult| percentile(&r.handoffs_ms(), 0.99);
+    let _ = writeln!(
+        s,
+        "| task hand-off p99 | < 10 ms | {} | {} |",
+        at(&|r| format!("{:.1} ms over {}", p99(r), r.handoffs_ms().len())),
+        yes(all(&|r| p99(r) < 10.0))
+    );
+    let idle = |r: &ScaleResult| r.idle_rss_kib.map(|k| k as f64 / 1024.0);
+    let _ = writeln!(
+        s,
+        "| idle daemon RSS | < 30 MiB | {} | {} |",
+        at(&|r| idle(r).map(|m| format!("{m:.1} MiB")).unwrap_or_else(|| "n/a".into())),
+        yes(all(&|r| idle(r).is_some_and(|m| m < 30.0)))
+    );
+    s
+}
+
+/// "The same at all scales": the largest scale's peak RSS at most this many times the smallest's.
+const PEAK_RSS_FLAT: f64 = 1.2;
+
+pub(super) fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// The nearest-rank percentile (`p` in 0..=1): the smallest sample with at least `p` of the
+/// samples at or below it.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+        (lo.min(x), hi.max(x))
+    })
+}
+
+/// The ratio of each alternated pair, `num(a[i]) / den(b[i])`: runs side by side share the
+/// machine's state at the time, so a ratio per pair is steadier than a ratio of medians.
+fn pair_ratios<A, B>(a: &[A], num: impl Fn(&A) -> f64, b: &[B], den: impl Fn(&B) -> f64) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| num(x) / den(y)).collect()
+}
+
+/// "**1.07x** median (pairs 1.10x, 1.02x, 1.07x)".
+fn fmt_ratios(r: &[f64]) -> String {
+    if r.is_empty() {
+        return "–".into();
+    }
+    let pairs: Vec<String> = r.iter().map(|x| format!("{x:.2}x")).collect();
+    format!("**{:.2}x** median (pairs {})", median(r), pairs.join(", "))
+}
+
+pub(super) fn fmt_s(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else if x < 10.0 {
+        format!("{x:.2} s")
+    } else {
+        format!("{x:.1} s")
+    }
+}
+
+fn fmt_int(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_range(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "–".into();
+    }
+    let (lo, hi) = min_max(v);
+    if v.len() == 1 {
+        fmt_s(v[0])
+    } else {
+        format!(
+            "{} [{}–{}]",
+            fmt_s(median(v)),
+            fmt_s(lo).trim_end_matches(" s"),
+            fmt_s(hi).trim_end_matches(" s")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_taken_per_pair() {
+        let num = [10.0, 12.0, 9.0];
+        let den = [8.0, 12.0, 10.0];
+        let r = pair_ratios(&num, |x| *x, &den, |x| *x);
+        assert_eq!(r, vec![1.25, 1.0, 0.9]);
+        // The median of the per-pair ratios, not the ratio of the medians (10 / 10 = 1.0).
+        assert_eq!(median(&r), 1.0);
+        assert_eq!(fmt_ratios(&r), "**1.00x** median (pairs 1.25x, 1.00x, 0.90x)");
+        assert_eq!(fmt_ratios(&[]), "–");
+        // Fewer runs on one side: only whole pairs count.
+        assert_eq!(pair_ratios(&num, |x| *x, &den[..1], |x| *x), vec![1.25]);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
