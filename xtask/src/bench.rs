@@ -1,23 +1,32 @@
-//! `cargo xtask bench`: the benchmark of issue 6, in one invocation on this machine.
+//! `cargo xtask bench`: the benchmark of issues 6 and 16, in one invocation on this machine.
 //!
 //! 1. Builds `target/release/reelflow` (`cargo build --release -p reelflow`; `--no-build` to
-//!    use the one there) and generates the dataset zip for the scale and seed (cached under
-//!    `target/bench/`).
-//! 2. Starts a private PostgreSQL for the bench in `target/bench/pg` (`EmbeddedPg`, durable
-//!    settings: fsync on) and runs the clean stage once in-process (`clean_zip`, timed: the
-//!    "clean alone" figure) to get its COPY files.
-//! 3. Alternates, `--runs` times, in fresh databases:
-//!    - raw COPY, the floor: the snapshot tables created from `reelflow_clean::TABLES`, one
+//!    use the one there) and starts a private PostgreSQL for the bench in `target/bench/pg`
+//!    (`EmbeddedPg`, durable settings: fsync on).
+//! 2. For each scale of `--scale` (a comma list: `0.25,1,4`), in turn:
+//!    - checks the free disk space (statvfs of the target folder) against an estimate
+//!      ([`DISK_PER_ZIP`] times the zip) and refuses clearly when it is short; generates the
+//!      dataset zip for the scale and seed (cached under `target/bench/`);
+//!    - alternates, `--runs` times, in fresh databases: the clean stage alone in-process
+//!      (`clean_zip`, timed: the "clean alone" figure, and its output is the next side's input);
+//!      **raw COPY**, the floor: the snapshot tables created from `reelflow_clean::TABLES`, one
 //!      `psql -c "\copy ..."` per table file in turn, then the same primary keys, indexes and
-//!      foreign keys as the loader, one statement at a time;
-//!    - reelflow: `reelflow run --period 2026-11 --source s3://...` against a local S3-protocol
-//!      server (`reelflow_e2e::s3::S3Server`), with its peak RSS sampled from
-//!      `/proc/<pid>/status` (VmHWM) and the per-stage times read from `reelflow.attempts`.
-//! 4. Runs `reelflow run --period 2026-11 --rerun` once more on the last reelflow database and
-//!    artifact folder (unchanged source: the fetch gets a 304 and reuses its artifact), and
-//!    samples the idle RSS of `reelflow serve`.
-//! 5. Prints medians and the ratio reelflow / raw COPY as a Markdown table (also written to
-//!    `target/bench/report-s<scale>-seed<seed>.md`).
+//!      foreign keys as the loader, one statement at a time; the **bare psql script**
+//!      (`bench/bare-psql.sh`, [`bare`]): unzip four CSVs, `\copy` them, the ratings primary key;
+//!      **reelflow**: `reelflow run --period 2026-11 --source s3://...` against a local
+//!      S3-protocol server (`reelflow_e2e::s3::S3Server`), with its peak RSS sampled from
+//!      `/proc/<pid>/status` (VmHWM), the per-stage times read from `reelflow.attempts` and its
+//!      CPU from `getrusage(RUSAGE_CHILDREN)`. Every run also records the CPU of the bench
+//!      PostgreSQL's process tree and of the whole machine ([`sys`]);
+//!    - runs `reelflow run --period 2026-11 --rerun` 41 more times on the last reelflow database
+//!      and artifact folder (unchanged source: the fetch gets a 304 and reuses its artifact):
+//!      the rerun figure and the hand-off samples;
+//!    - measures the idle daemon (transactions per second, CPU, RSS) and the start-up of
+//!      `reelflow --version` and `reelflow runs list` ([`daemon`]);
+//!    - drops its databases and deletes its working files (unless `--keep`).
+//! 3. Prints a Markdown report ([`report`]): a section per scale with the ratios reelflow / bare
+//!    script and reelflow / raw COPY per alternated pair, a summary across scales and the table
+//!    of issue 16's targets (also written to `target/bench/report-s<scales>-seed<seed>.md`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,10 +42,12 @@ use sqlx::{Connection, PgConnection, Row};
 use crate::gen;
 
 mod bare;
+mod daemon;
 mod report;
 mod sys;
 
 use bare::BareRun;
+use daemon::{DaemonFigures, StartupFigures};
 use report::fmt_s;
 use sys::{proc_memory, MachineCpu, MachineTicks};
 
@@ -132,6 +143,8 @@ struct RawRun {
     machine: MachineCpu,
     /// CPU seconds of the bench PostgreSQL over the run ([`sys::server_cpu_seconds`]).
     server_cpu_s: f64,
+    /// CPU seconds of its clients: the psql processes and this process's SQL connection.
+    client_cpu_s: f64,
 }
 
 /// The bench server's postmaster, from the first line of `postmaster.pid` in its data folder.
@@ -156,6 +169,7 @@ async fn raw_copy(url: &str, clean_dir: &Path, manifest: &Manifest, postmaster: 
     let psql = psql_path();
     let mut run = RawRun::default();
     let (ticks, server) = (MachineTicks::now(), sys::server_cpu_seconds(postmaster));
+    let client = sys::children_cpu_seconds() + sys::self_cpu_seconds();
     let started = Instant::now();
     let mut conn = PgConnection::connect(url).await?;
     let t = Instant::now();
@@ -216,6 +230,7 @@ async fn raw_copy(url: &str, clean_dir: &Path, manifest: &Manifest, postmaster: 
     run.total = started.elapsed().as_secs_f64();
     run.machine = MachineTicks::now().since(&ticks);
     run.server_cpu_s = sys::server_cpu_seconds(postmaster) - server;
+    run.client_cpu_s = sys::children_cpu_seconds() + sys::self_cpu_seconds() - client;
     Ok(run)
 }
 
@@ -424,40 +439,6 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Idle RSS of `reelflow serve` (scheduler disabled) a few seconds after start, in KiB.
-async fn idle_daemon_rss(env: &RunEnv<'_>, url: &str, dir: &Path) -> anyhow::Result<Option<u64>> {
-    let artifacts = dir.join("artifacts");
-    std::fs::create_dir_all(&artifacts)?;
-    let mut cmd = reelflow_command(env, url, &artifacts);
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .env("REELFLOW_SCHEDULE_ENABLED", "false")
-        .stdout(std::fs::File::create(dir.join("serve.stdout.log"))?)
-        .stderr(std::fs::File::create(dir.join("serve.stderr.log"))?)
-        .stdin(Stdio::null());
-    let mut child = cmd.spawn()?;
-    let pid = child.id();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss = match child.try_wait()? {
-        Some(status) => {
-            note(&format!("reelflow serve exited early ({status}); see serve.stderr.log"));
-            None
-        }
-        None => proc_memory(pid).map(|(_, rss)| rss),
-    };
-    // SIGTERM the daemon we started (by its pid), then give it its grace period.
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(rss)
-}
-
 /// Puts the zip in the S3 server's directory without copying it when possible, with a
 /// stored ETag so s3s-fs does not MD5 600 MB on every request.
 fn serve_zip(s3: &S3Server, zip: &Path, etag: &str) -> anyhow::Result<()> {
@@ -494,27 +475,29 @@ fn b64url(s: &str) -> String {
     out
 }
 
-/// Free disk space a scale needs before it starts, as a multiple of its zip: the last reelflow
-/// database (its tables and indexes), the artifacts (the zip and the clean output), the clean
-/// output of the raw side or the bare script's CSVs, and WAL.
+/// Disk space a scale takes at its peak, as a multiple of its zip: the zip, the last reelflow
+/// database (its tables and indexes), its artifacts (a copy of the zip and the clean output),
+/// the clean output of the raw side or the bare script's CSVs, and WAL. The report prints the
+/// measured multiple ("disk at peak") to keep this honest.
 const DISK_PER_ZIP: u64 = 12;
 /// Bytes of the generator's zip per unit of scale (73.1 MB at scale 0.25), for a zip that has
 /// not been generated yet.
 const ZIP_BYTES_PER_SCALE: f64 = 292.6e6;
 
-/// Checks `free` bytes against what a scale needs: [`DISK_PER_ZIP`] times its zip, plus the zip
-/// itself if it is still to be written. Returns the estimate.
+/// Checks `free` bytes against what a scale still needs: [`DISK_PER_ZIP`] times its zip (the
+/// zip's size estimated from the scale when it is still to be generated), less the zip when it
+/// is already there. Returns the estimate.
 fn check_disk(scale: f64, free: u64, zip_bytes: Option<u64>) -> anyhow::Result<u64> {
     let zip = zip_bytes.unwrap_or((scale * ZIP_BYTES_PER_SCALE) as u64);
-    let need = DISK_PER_ZIP * zip + if zip_bytes.is_none() { zip } else { 0 };
+    let need = DISK_PER_ZIP * zip - zip_bytes.unwrap_or(0);
     if free < need {
         bail!(
             "scale {scale} needs about {:.1} GB of free disk ({DISK_PER_ZIP}x its {:.2} GB zip{}); {:.1} GB are free: \
              free some space or leave this scale out",
             need as f64 / 1e9,
             zip as f64 / 1e9,
-            if zip_bytes.is_none() {
-                ", plus the zip itself"
+            if zip_bytes.is_some() {
+                ", less the zip already there"
             } else {
                 ""
             },
@@ -569,12 +552,17 @@ struct ScaleResult {
     rerun: RfRun,
     rerun_not_modified: u64,
     rerun_bodies: u64,
-    idle_rss_kib: Option<u64>,
     /// Extra unchanged-source reruns, for hand-off samples.
     handoff_runs: Vec<RfRun>,
-    /// Free disk space at the start of the scale and the most of it the scale used.
+    /// The idle daemon's figures, or why they could not be taken.
+    daemon: Result<DaemonFigures, String>,
+    startup: StartupFigures,
+    /// Free disk space at the start of the scale (statvfs), and the most the bench's own files
+    /// took meanwhile: the PostgreSQL data folder, the scale's working files and the zip.
     disk_free_bytes: u64,
     disk_peak_bytes: u64,
+    /// The largest size seen of the databases (`base`), of the WAL and of the work files.
+    disk_parts: Vec<u64>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -627,6 +615,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     note("starting the bench PostgreSQL in target/bench/pg");
     let pg = EmbeddedPg::start(&bench_dir.join("pg"), false)?;
     let postmaster = postmaster_pid(&pg)?;
+    // An invocation stopped during the daemon figures leaves autovacuum off: on again.
+    rt.block_on(admin_exec(&pg, "ALTER SYSTEM RESET autovacuum"))?;
+    rt.block_on(admin_exec(&pg, "SELECT pg_reload_conf()"))?;
     let bench = Bench {
         args: &args,
         root,
@@ -720,7 +711,13 @@ fn run_scale(b: &Bench<'_>, scale: f64) -> anyhow::Result<ScaleResult> {
         free as f64 / 1e9,
         need as f64 / 1e9
     ));
-    let disk = sys::DiskWatch::start(&b.target);
+    let work = b.work.join(format!("s{scale}"));
+    // The data folder without its WAL, the WAL, the working files.
+    let disk = sys::DiskWatch::start(vec![
+        b.pg.data_dir.join("base"),
+        b.pg.data_dir.join("pg_wal"),
+        work.clone(),
+    ]);
     if zip.is_file() {
         note(&format!("reusing {}", zip.display()));
     } else {
@@ -737,7 +734,6 @@ fn run_scale(b: &Bench<'_>, scale: f64) -> anyhow::Result<ScaleResult> {
         csv_bytes,
         entries,
     };
-    let work = b.work.join(format!("s{scale}"));
     std::fs::create_dir_all(&work)?;
 
     let s3 = b.rt.block_on(S3Server::start(None));
@@ -766,10 +762,11 @@ fn run_scale(b: &Bench<'_>, scale: f64) -> anyhow::Result<ScaleResult> {
         b.rt.block_on(measure_scale(b, data, &work, &env, &script, &s3, &mut dbs));
     drop(s3);
     b.clean_up_scale(&dbs, &work);
-    let disk_peak_bytes = free.saturating_sub(disk.stop());
+    let (disk_peak, disk_parts) = disk.stop();
     let mut r = measured?;
     r.disk_free_bytes = free;
-    r.disk_peak_bytes = disk_peak_bytes;
+    r.disk_peak_bytes = disk_peak + zip_bytes;
+    r.disk_parts = disk_parts;
     Ok(r)
 }
 
@@ -889,8 +886,27 @@ async fn measure_scale(
             handoff_runs.push(reelflow_run(env, &url, &dir, true).await?);
         }
     }
-    note("idle daemon RSS: reelflow serve");
-    let idle_rss_kib = idle_daemon_rss(env, &url, &dir).await?;
+    note(&format!(
+        "idle daemon: reelflow serve twice, {}",
+        "for its transactions, CPU and RSS (about 45 s)"
+    ));
+    // Not fatal: a daemon that does not come up is a finding for the report.
+    let daemon = match daemon::idle_daemon(env, pg, &format!("bench_rf_{tag}_{last}"), &dir).await {
+        Ok(d) => {
+            note(&format!(
+                "  {:.2} transactions/s, {:.2} % of a core",
+                d.tx_per_s(),
+                d.cpu_percent()
+            ));
+            Ok(d)
+        }
+        Err(e) => {
+            note(&format!("  not measured: {e:#}"));
+            Err(format!("{e:#}"))
+        }
+    };
+    note("start-up: reelflow --version and reelflow runs list, 20 runs each");
+    let startup = daemon::startup(env, &url, &dir)?;
 
     let manifest = manifest.expect("at least one run");
     let duplicate_ratings = manifest
@@ -910,10 +926,12 @@ async fn measure_scale(
         rerun,
         rerun_not_modified: after.not_modified - before.not_modified,
         rerun_bodies: after.bodies - before.bodies,
-        idle_rss_kib,
         handoff_runs,
+        daemon,
+        startup,
         disk_free_bytes: 0,
         disk_peak_bytes: 0,
+        disk_parts: Vec::new(),
     })
 }
 
@@ -931,19 +949,18 @@ mod tests {
 
     #[test]
     fn the_disk_check_counts_a_zip_still_to_be_generated() {
-        // A generated 100 MB zip: 12x it.
-        assert_eq!(
-            check_disk(0.25, 2_000_000_000, Some(100_000_000)).unwrap(),
-            1_200_000_000
-        );
-        // No zip yet: estimated from the scale, and its own bytes on top.
+        let zip = 100_000_000;
+        // A generated zip already takes its share.
+        assert_eq!(check_disk(0.25, u64::MAX, Some(zip)).unwrap(), (DISK_PER_ZIP - 1) * zip);
+        // No zip yet: its size estimated from the scale.
         let need = check_disk(1.0, u64::MAX, None).unwrap();
-        assert_eq!(need, (DISK_PER_ZIP + 1) * ZIP_BYTES_PER_SCALE as u64);
+        assert_eq!(need, DISK_PER_ZIP * ZIP_BYTES_PER_SCALE as u64);
         let e = check_disk(4.0, 10_000_000_000, None).unwrap_err().to_string();
-        assert!(
-            e.starts_with("scale 4 needs about 15.2 GB of free disk (12x its 1.17 GB zip"),
-            "{e}"
+        let want = format!(
+            "scale 4 needs about {:.1} GB of free disk ({DISK_PER_ZIP}x its 1.17 GB zip)",
+            DISK_PER_ZIP as f64 * 4.0 * ZIP_BYTES_PER_SCALE / 1e9
         );
+        assert!(e.starts_with(&want), "{e}");
         assert!(e.contains("10.0 GB are free"), "{e}");
     }
 

@@ -28,6 +28,8 @@ pub struct BareRun {
     pub machine: MachineCpu,
     /// CPU seconds of the bench PostgreSQL over the run ([`sys::server_cpu_seconds`]).
     pub server_cpu_s: f64,
+    /// CPU seconds of the script and its children (unzip, psql): `getrusage(RUSAGE_CHILDREN)`.
+    pub client_cpu_s: f64,
 }
 
 /// One `bare-psql: STEP SECONDS [ROWS rows]` line: (step, seconds, rows).
@@ -89,6 +91,7 @@ pub fn run(script: &Script<'_>, zip: &Path, url: &str, work: &Path) -> anyhow::R
         path = std::env::join_paths(dirs)?;
     }
     let (ticks, server) = (MachineTicks::now(), sys::server_cpu_seconds(script.postmaster));
+    let client = sys::children_cpu_seconds();
     let started = Instant::now();
     let out = Command::new("sh")
         .arg(script_path)
@@ -102,6 +105,7 @@ pub fn run(script: &Script<'_>, zip: &Path, url: &str, work: &Path) -> anyhow::R
     let wall = started.elapsed().as_secs_f64();
     let machine = MachineTicks::now().since(&ticks);
     let server_cpu_s = sys::server_cpu_seconds(script.postmaster) - server;
+    let client_cpu_s = sys::children_cpu_seconds() - client;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         bail!("{} exited with {}:\n{stderr}", script_path.display(), out.status);
@@ -109,6 +113,7 @@ pub fn run(script: &Script<'_>, zip: &Path, url: &str, work: &Path) -> anyhow::R
     let mut run = parse_output(&stderr, wall)?;
     run.machine = machine;
     run.server_cpu_s = server_cpu_s;
+    run.client_cpu_s = client_cpu_s;
     Ok(run)
 }
 

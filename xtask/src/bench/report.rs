@@ -7,10 +7,56 @@ use std::fmt::Write as _;
 use reelflow_clean::TABLES;
 
 use super::bare::BareRun;
+use super::daemon::DaemonFigures;
 use super::sys::MachineCpu;
-use super::{RawRun, ScaleResult, PERIOD};
+use super::{RawRun, RfRun, ScaleResult, PERIOD};
+
+/// The CPU of one run of one side: its client, the bench PostgreSQL, and the whole machine.
+#[derive(Debug, Clone, Copy)]
+struct RunCpu {
+    client: f64,
+    server: f64,
+    wall: f64,
+    machine: MachineCpu,
+}
+
+impl RunCpu {
+    /// Cores the run kept busy on average: its client and the server.
+    fn own_cores(&self) -> f64 {
+        (self.client + self.server) / self.wall
+    }
+
+    /// Cores busy with anything else on the machine meanwhile.
+    fn other_cores(&self) -> f64 {
+        (self.machine.busy_cores - self.own_cores()).max(0.0)
+    }
+}
 
 impl ScaleResult {
+    /// The runs' CPU per side: the bare script, raw COPY, reelflow.
+    fn cpu_by_side(&self) -> [Vec<RunCpu>; 3] {
+        let cpu = |client, server, wall, machine| RunCpu {
+            client,
+            server,
+            wall,
+            machine,
+        };
+        [
+            self.bares
+                .iter()
+                .map(|x| cpu(x.client_cpu_s, x.server_cpu_s, x.wall, x.machine))
+                .collect(),
+            self.raws
+                .iter()
+                .map(|x| cpu(x.client_cpu_s, x.server_cpu_s, x.total, x.machine))
+                .collect(),
+            self.rfs
+                .iter()
+                .map(|x| cpu(x.cpu_s, x.server_cpu_s, x.wall, x.machine))
+                .collect(),
+        ]
+    }
+
     /// reelflow's wall / raw COPY's, per alternated pair.
     fn vs_raw(&self) -> Vec<f64> {
         pair_ratios(&self.rfs, |x| x.wall, &self.raws, |x| x.total)
@@ -28,6 +74,32 @@ impl ScaleResult {
 
     fn peak_rss_mib(&self) -> Vec<f64> {
         self.rfs.iter().map(|x| x.peak_rss_kib as f64 / 1024.0).collect()
+    }
+
+    /// The hand-offs in groups of reelflow invocations, in ms: the measured runs, then the
+    /// unchanged-source reruns in [`HANDOFF_GROUPS`] consecutive groups.
+    fn handoff_groups(&self) -> Vec<(String, Vec<f64>)> {
+        let ms = |runs: &[&RfRun]| -> Vec<f64> {
+            runs.iter()
+                .flat_map(|x| x.handoffs.iter().map(|h| h * 1000.0))
+                .collect()
+        };
+        let mut groups = vec![("full runs".to_string(), ms(&self.rfs.iter().collect::<Vec<_>>()))];
+        let reruns: Vec<&RfRun> = std::iter::once(&self.rerun).chain(&self.handoff_runs).collect();
+        let size = reruns.len().div_ceil(HANDOFF_GROUPS).max(1);
+        for (i, chunk) in reruns.chunks(size).enumerate() {
+            let first = i * size + 1;
+            groups.push((format!("reruns {first}-{}", first + chunk.len() - 1), ms(chunk)));
+        }
+        groups
+    }
+
+    /// The worst group's p99, in ms.
+    fn handoff_worst_p99(&self) -> f64 {
+        self.handoff_groups()
+            .iter()
+            .map(|(_, v)| percentile(v, 0.99))
+            .fold(f64::NAN, f64::max)
     }
 
     /// Every hand-off of the scale's reelflow invocations, in ms.
@@ -120,10 +192,17 @@ pub(super) fn section(r: &ScaleResult, runs: usize, seed: u64) -> String {
         r.data.plan.broken,
         fmt_int(r.data.plan.ratings)
     );
+    let gb = |i: usize| {
+        r.disk_parts
+            .get(i)
+            .map(|b| format!("{:.1} GB", *b as f64 / 1e9))
+            .unwrap_or_else(|| "–".into())
+    };
     let _ = writeln!(
         s,
         "ratings.csv holds {} repeated (userId, movieId) pairs (the clean stage's `duplicate_rating` rejects){}. \
-         Disk: {:.1} GB free at the start of the scale, {:.1} GB of it used at the peak ({:.1}x the zip).\n",
+         Disk: {:.1} GB free at the start of the scale; the bench's files took {:.1} GB at the peak, {:.1}x the zip \
+         (at their largest: databases {}, WAL {}, work files {}, and the zip).\n",
         fmt_int(r.duplicate_ratings),
         if r.duplicate_ratings == 0 {
             ", so the bare script's primary key holds"
@@ -132,7 +211,10 @@ pub(super) fn section(r: &ScaleResult, runs: usize, seed: u64) -> String {
         },
         r.disk_free_bytes as f64 / 1e9,
         r.disk_peak_bytes as f64 / 1e9,
-        r.disk_peak_bytes as f64 / r.data.zip_bytes as f64
+        r.disk_peak_bytes as f64 / r.data.zip_bytes as f64,
+        gb(0),
+        gb(1),
+        gb(2)
     );
     let bare = |f: fn(&BareRun) -> f64| r.bares.iter().map(f).collect::<Vec<_>>();
     let bare_step = |pick: fn(&str) -> bool| {
@@ -144,15 +226,6 @@ pub(super) fn section(r: &ScaleResult, runs: usize, seed: u64) -> String {
     let bare_load = bare(|x| x.load);
     let bare_wall = bare(|x| x.wall);
     let bare_rows = r.bares.first().map(|x| x.rows).unwrap_or(0);
-    let cores = |m: fn(&MachineCpu) -> f64, v: Vec<MachineCpu>| median(&v.iter().map(m).collect::<Vec<_>>());
-    let machine = |v: Vec<MachineCpu>| {
-        let cpus = v.first().map(|m| m.cpus).unwrap_or(0);
-        format!(
-            "{:.2} of {cpus} busy, {:.2} in iowait",
-            cores(|m| m.busy_cores, v.clone()),
-            cores(|m| m.iowait_cores, v)
-        )
-    };
     let _ = writeln!(s, "| step | bare psql script | raw COPY (psql \\copy) | reelflow run |");
     let _ = writeln!(s, "|---|---:|---:|---:|");
     let _ = writeln!(
@@ -222,43 +295,79 @@ pub(super) fn section(r: &ScaleResult, runs: usize, seed: u64) -> String {
         fmt_int(r.rows_loaded),
         fmt_int((r.rows_loaded as f64 / median(&rf_wall)) as u64)
     );
-    let rf_cpu: Vec<f64> = r.rfs.iter().map(|x| x.cpu_s).collect();
-    let rf_cores: Vec<f64> = r.rfs.iter().map(|x| x.cpu_s / x.wall).collect();
-    let _ = writeln!(
-        s,
-        "| CPU of the reelflow process (getrusage, user + system) | – | – | {} CPU s = {:.2} cores on average |",
-        fmt_range(&rf_cpu).replace(" s", ""),
-        median(&rf_cores)
-    );
-    let server = |cpu: Vec<f64>, wall: Vec<f64>| {
-        let cores: Vec<f64> = cpu.iter().zip(&wall).map(|(c, w)| c / w).collect();
+    let sides = r.cpu_by_side();
+    let cpus = r.rfs.first().map(|x| x.machine.cpus).unwrap_or(0);
+    let row = |label: &str, cell: &dyn Fn(&[RunCpu]) -> String| {
         format!(
-            "{} CPU s = {:.2} cores",
-            fmt_range(&cpu).replace(" s", ""),
-            median(&cores)
+            "| {label} | {} | {} | {} |",
+            cell(&sides[0]),
+            cell(&sides[1]),
+            cell(&sides[2])
         )
     };
+    let cpu_cell = |pick: fn(&RunCpu) -> f64| {
+        move |v: &[RunCpu]| {
+            let secs: Vec<f64> = v.iter().map(pick).collect();
+            let cores: Vec<f64> = v.iter().map(|x| pick(x) / x.wall).collect();
+            format!(
+                "{} CPU s = {:.2} cores",
+                fmt_range(&secs).replace(" s", ""),
+                median(&cores)
+            )
+        }
+    };
+    let med = |v: &[RunCpu], f: fn(&RunCpu) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
     let _ = writeln!(
         s,
-        "| CPU of the bench PostgreSQL (its process tree) | {} | {} | {} |",
-        server(bare(|x| x.server_cpu_s), bare_wall.clone()),
-        server(raw(|x| x.server_cpu_s), raw_total.clone()),
-        server(r.rfs.iter().map(|x| x.server_cpu_s).collect(), rf_wall.clone())
-    );
-    let both: Vec<f64> = r.rfs.iter().map(|x| (x.cpu_s + x.server_cpu_s) / x.wall).collect();
-    let _ = writeln!(
-        s,
-        "| reelflow + PostgreSQL, cores on average over the run | | | {:.2} of {} |",
-        median(&both),
-        r.rfs.first().map(|x| x.machine.cpus).unwrap_or(0)
+        "{}",
+        row(
+            "CPU of the client (getrusage: the script with unzip and psql / psql and the bench / the reelflow process)",
+            &cpu_cell(|x| x.client)
+        )
     );
     let _ = writeln!(
         s,
-        "| machine CPU over the run (/proc/stat, cores) | {} | {} | {} |",
-        machine(r.bares.iter().map(|x| x.machine).collect()),
-        machine(r.raws.iter().map(|x| x.machine).collect()),
-        machine(r.rfs.iter().map(|x| x.machine).collect())
+        "{}",
+        row(
+            "CPU of the bench PostgreSQL (its process tree)",
+            &cpu_cell(|x| x.server)
+        )
     );
+    let _ = writeln!(
+        s,
+        "{}",
+        row(&format!("client + PostgreSQL, cores of {cpus} on average"), &|v| {
+            format!("**{:.2}**", med(v, RunCpu::own_cores))
+        })
+    );
+    let _ = writeln!(
+        s,
+        "{}",
+        row("machine over the run (/proc/stat): busy cores, in iowait", &|v| {
+            format!(
+                "{:.2} busy, {:.2} iowait",
+                med(v, |x| x.machine.busy_cores),
+                med(v, |x| x.machine.iowait_cores)
+            )
+        })
+    );
+    let _ = writeln!(
+        s,
+        "{}",
+        row(
+            "other processes on the machine (busy − client − PostgreSQL), cores",
+            &|v| { format!("{:.2}", med(v, RunCpu::other_cores)) }
+        )
+    );
+    let others: Vec<f64> = sides.iter().flatten().map(RunCpu::other_cores).collect();
+    let shared = (median(&others) > SHARED_CORES).then(|| {
+        format!(
+            "\n**The machine was shared**: other processes kept {:.2} of its {cpus} cores busy during the runs \
+             (median over all sides; max {:.2}), so the times and ratios here are less steady than on an idle machine.\n",
+            median(&others),
+            min_max(&others).1
+        )
+    });
     let _ = writeln!(
         s,
         "| peak RSS | – | – | {:.0} MiB (max {:.0}) |",
@@ -296,7 +405,7 @@ pub(super) fn section(r: &ScaleResult, runs: usize, seed: u64) -> String {
         "| **reelflow / raw COPY** (target ≤ 0.8x) | | | {} |",
         fmt_ratios(&ratios)
     );
-    let _ = writeln!(s);
+    let _ = writeln!(s, "{}", shared.unwrap_or_default());
 
     let rr = &r.rerun;
     let _ = writeln!(
@@ -342,17 +451,36 @@ pub(super) fn section(r: &ScaleResult, runs: usize, seed: u64) -> String {
         })
         .collect();
     let _ = writeln!(s, "Clean task per entry (its log, median): {}.\n", per_file.join(", "));
+    let groups: Vec<String> = r
+        .handoff_groups()
+        .iter()
+        .map(|(name, v)| format!("{name}: p99 {:.1} ms over {}", percentile(v, 0.99), v.len()))
+        .collect();
     let _ = writeln!(
         s,
         "Task hand-off (a task's end -> the next task's start, from `reelflow.attempts`): median {:.1} ms, \
-         p99 {:.1} ms, max {:.1} ms over {} hand-offs. Idle `reelflow serve` RSS after 5 s: {}.\n",
+         p99 {:.1} ms, max {:.1} ms over {} hand-offs. By group of invocations: {}.\n",
         median(&handoffs),
         handoff_p99,
         min_max(&handoffs).1,
         handoffs.len(),
-        r.idle_rss_kib
-            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or_else(|| "n/a".into())
+        groups.join("; ")
+    );
+    let _ = writeln!(s, "{}", daemon_paragraph(&r.daemon));
+    let st = &r.startup;
+    let _ = writeln!(
+        s,
+        "Start-up, spawn to exit, {} runs each after one unmeasured: `reelflow --version` median {:.1} ms, p90 {:.1} ms; \
+         `reelflow runs list` against the bench database median {:.1} ms, p90 {:.1} ms{}.\n",
+        st.version_ms.len().max(st.runs_list_ms.len()),
+        median(&st.version_ms),
+        percentile(&st.version_ms, 0.9),
+        median(&st.runs_list_ms),
+        percentile(&st.runs_list_ms, 0.9),
+        match st.failures.first() {
+            None => String::new(),
+            Some(e) => format!("; **{} runs failed**, the first with: {}", st.failures.len(), e.trim()),
+        }
     );
 
     let mut jobs: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
@@ -423,6 +551,44 @@ pub(super) fn section(r: &ScaleResult, runs: usize, seed: u64) -> String {
     s
 }
 
+/// The idle daemon's figures as a sentence, or why they are missing.
+fn daemon_paragraph(d: &Result<DaemonFigures, String>) -> String {
+    let d = match d {
+        Ok(d) => d,
+        Err(e) => {
+            return format!(
+                "Idle `reelflow serve`: **not measured**: {e}
+"
+            )
+        }
+    };
+    let mib = |k: Option<u64>| {
+        k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    format!(
+        "Idle `reelflow serve` (scheduler enabled, period {PERIOD} already loaded{}): **{:.2} transactions/s** in its \
+         database ({} transactions over a {:.1} s lifetime, {} over {:.1} s: the difference over the difference, counted \
+         from `pg_stat_database` with no backend left on the database, autovacuum off), **{:.2} % of one core** \
+         ({:.2} CPU s over {:.1} s, /proc/<pid>/stat); RSS {} when ready + 5 s, {} at the end.\n",
+        if d.runs_created == 0 {
+            String::new()
+        } else {
+            format!("; **it created {} runs meanwhile: not idle**", d.runs_created)
+        },
+        d.tx_per_s(),
+        d.tx_short,
+        d.life_short,
+        d.tx_long,
+        d.life_long,
+        d.cpu_percent(),
+        d.cpu_s,
+        d.window,
+        mib(d.rss_kib),
+        mib(d.rss_end_kib)
+    )
+}
+
 /// One row per scale: the growth of time per row, memory and the ratios.
 pub(super) fn summary(results: &[ScaleResult]) -> String {
     let mut s = String::new();
@@ -453,8 +619,9 @@ pub(super) fn summary(results: &[ScaleResult]) -> String {
     let _ = writeln!(
         s,
         "\nns/row: each side's median time over the rows it loaded (reelflow and raw COPY: the rows of the \
-         {} snapshot tables; the bare script: ratings, credits, keywords, links). Disk at peak: the lowest \
-         free space seen during the scale (statvfs every 200 ms) below the free space at its start.\n",
+         {} snapshot tables; the bare script: ratings, credits, keywords, links). Disk at peak: the most the \
+         bench's files took during the scale (the PostgreSQL databases and WAL and the work files, sampled every \
+         500 ms, plus the zip).\n",
         TABLES.len()
     );
     s
@@ -473,71 +640,162 @@ pub(super) fn targets(results: &[ScaleResult]) -> String {
             .join("; ")
     };
     let all = |f: &dyn Fn(&ScaleResult) -> bool| results.iter().all(f);
-    let _ = writeln!(s, "### Issue 16 targets\n");
-    let _ = writeln!(s, "| target | goal | measured | met |");
-    let _ = writeln!(s, "|---|---|---|---|");
-    let _ = writeln!(
-        s,
-        "| full run / bare psql script (its COPYs and primary key, without the unzip) | ≤ 1.0x at every scale | {} | {} |",
-        at(&|r| format!("{:.2}x", median(&r.vs_bare()))),
-        yes(all(&|r| median(&r.vs_bare()) <= 1.0))
+    let mut row = |target: &str, goal: &str, measured: String, met: &str| {
+        let _ = writeln!(s, "| {target} | {goal} | {measured} | {met} |");
+    };
+    row("target", "goal", "measured".into(), "met");
+    row("---", "---", "---".into(), "---");
+    let scales: Vec<String> = results.iter().map(|r| r.data.scale.to_string()).collect();
+    let wanted = ["0.25", "1", "4"];
+    row(
+        "the figures at scale 0.25, 1 and 4",
+        "all three in one invocation",
+        format!("scales {}", scales.join(", ")),
+        yes(wanted.iter().all(|w| scales.iter().any(|s| s == w))),
     );
-    let _ = writeln!(
-        s,
-        "| full run / raw COPY of the clean outputs with the same keys | ≤ 0.8x at every scale | {} | {} |",
+    row(
+        "full run / bare psql script (its COPYs and primary key, without the unzip)",
+        "≤ 1.0x at every scale",
+        at(&|r| {
+            format!(
+                "{:.2}x (with its unzip {:.2}x)",
+                median(&r.vs_bare()),
+                median(&r.vs_bare_with_unzip())
+            )
+        }),
+        yes(all(&|r| median(&r.vs_bare()) <= 1.0)),
+    );
+    row(
+        "full run / raw COPY of the clean outputs with the same keys",
+        "≤ 0.8x at every scale",
         at(&|r| format!("{:.2}x", median(&r.vs_raw()))),
-        yes(all(&|r| median(&r.vs_raw()) <= 0.8))
+        yes(all(&|r| median(&r.vs_raw()) <= 0.8)),
     );
     let peaks: Vec<f64> = results.iter().map(|r| min_max(&r.peak_rss_mib()).1).collect();
     let (lo, hi) = min_max(&peaks);
     let flat = if results.len() > 1 {
-        format!(", largest {:.2}x the smallest", hi / lo)
+        format!("; largest {:.2}x the smallest", hi / lo)
     } else {
-        ", one scale: flatness not shown".into()
+        "; one scale: flatness not shown".into()
     };
-    let _ = writeln!(
-        s,
-        "| peak RSS of the run, flat in the data size | ≤ 200 MiB at every scale, largest ≤ {PEAK_RSS_FLAT:.1}x smallest | {}{flat} | {} |",
-        at(&|r| format!("{:.0} MiB", min_max(&r.peak_rss_mib()).1)),
-        yes(hi <= 200.0 && results.len() > 1 && hi / lo <= PEAK_RSS_FLAT)
+    row(
+        "peak RSS of the run, flat in the data size",
+        &format!("≤ 200 MiB at every scale, largest ≤ {PEAK_RSS_FLAT:.1}x smallest"),
+        format!("{}{flat}", at(&|r| format!("{:.0} MiB", min_max(&r.peak_rss_mib()).1))),
+        yes(hi <= 200.0 && results.len() > 1 && hi / lo <= PEAK_RSS_FLAT),
     );
-    let _ = writeln!(
-        s,
-        "| clean alone | ≥ 150 MB/s of CSV per CPU-second | {} | {} |",
+    row(
+        "clean alone (in-process `clean_zip`)",
+        "≥ 150 MB/s of CSV per CPU-second",
         at(&|r| format!("{:.0} MB/s", r.clean_mb_per_cpu_s())),
-        yes(all(&|r| r.clean_mb_per_cpu_s() >= 150.0))
+        yes(all(&|r| r.clean_mb_per_cpu_s() >= 150.0)),
     );
+    row(
+        "task hand-off p99",
+        "< 10 ms in each group of invocations",
+        at(&|r| {
+            format!(
+                "worst group {:.1} ms (all {:.1} ms over {})",
+                r.handoff_worst_p99(),
+                percentile(&r.handoffs_ms(), 0.99),
+                r.handoffs_ms().len()
+            )
+        }),
+        yes(all(&|r| r.handoff_worst_p99() < 10.0)),
+    );
+    // A daemon figure: measured at every scale, the daemon idle (no run created) and below `goal`.
+    let daemon_row = |f: fn(&DaemonFigures) -> f64| {
+        move |r: &ScaleResult| r.daemon.as_ref().ok().filter(|d| d.runs_created == 0).map(f)
+    };
+    let shown = |v: Option<f64>, unit: &str, decimals: usize| {
+        v.map(|x| format!("{x:.decimals$}{unit}"))
+            .unwrap_or_else(|| "not measured".into())
+    };
+    let tx = daemon_row(|d| d.tx_per_s());
+    row(
+        "idle daemon: database transactions",
+        "< 1 per second",
+        at(&|r| shown(tx(r), "/s", 2)),
+        yes(all(&|r| tx(r).is_some_and(|x| x < 1.0))),
+    );
+    let cpu = daemon_row(|d| d.cpu_percent());
+    row(
+        "idle daemon: CPU",
+        "< 0.5 % of one core",
+        at(&|r| shown(cpu(r), " %", 2)),
+        yes(all(&|r| cpu(r).is_some_and(|x| x < 0.5))),
+    );
+    let rss = daemon_row(|d| d.rss_kib.map(|k| k as f64 / 1024.0).unwrap_or(f64::NAN));
+    row(
+        "idle daemon: RSS (issue 6)",
+        "< 30 MiB",
+        at(&|r| shown(rss(r), " MiB", 1)),
+        yes(all(&|r| rss(r).is_some_and(|x| x < 30.0))),
+    );
+    // (times, failed runs) of one start-up command.
+    let starts = |r: &ScaleResult, cmd: &str| -> (Vec<f64>, usize) {
+        let times = if cmd == "--version" {
+            &r.startup.version_ms
+        } else {
+            &r.startup.runs_list_ms
+        };
+        let prefix = format!("reelflow {cmd} ");
+        (
+            times.clone(),
+            r.startup.failures.iter().filter(|e| e.starts_with(&prefix)).count(),
+        )
+    };
+    for (cmd, label) in [
+        ("--version", "`reelflow --version` start-up"),
+        (
+            "runs list",
+            "`reelflow runs list` start-up, against the running PostgreSQL",
+        ),
+    ] {
+        row(
+            label,
+            "< 20 ms (p90 of 20 runs)",
+            at(&|r| {
+                let (t, failed) = starts(r, cmd);
+                let failed = if failed == 0 {
+                    String::new()
+                } else {
+                    format!(", {failed} runs failed")
+                };
+                format!("median {:.1} ms, p90 {:.1} ms{failed}", median(&t), percentile(&t, 0.9))
+            }),
+            yes(all(&|r| {
+                let (t, failed) = starts(r, cmd);
+                failed == 0 && percentile(&t, 0.9) < 20.0
+            })),
+        );
+    }
     let rerun_ok = |r: &ScaleResult| r.rerun.wall < 2.0 && r.rerun.snapshot_reused;
-    let _ = writeln!(
-        s,
-        "| unchanged-source rerun | < 2 s, nothing reloaded | {} | {} |",
-        at(&|r| format!(
-            "{}{}",
-            fmt_s(r.rerun.wall),
-            if r.rerun.snapshot_reused {
-                ""
-            } else {
-                " (re-cleaned and re-loaded)"
-            }
-        )),
-        yes(all(&rerun_ok))
+    row(
+        "`--rerun` of an unchanged source",
+        "< 2 s, nothing reloaded",
+        at(&|r| {
+            format!(
+                "{}{}",
+                fmt_s(r.rerun.wall),
+                if r.rerun.snapshot_reused {
+                    ""
+                } else {
+                    " (re-cleaned and re-loaded)"
+                }
+            )
+        }),
+        yes(all(&rerun_ok)),
     );
-    let p99 = |r: &ScaleResult| percentile(&r.handoffs_ms(), 0.99);
-    let _ = writeln!(
-        s,
-        "| task hand-off p99 | < 10 ms | {} | {} |",
-        at(&|r| format!("{:.1} ms over {}", p99(r), r.handoffs_ms().len())),
-        yes(all(&|r| p99(r) < 10.0))
-    );
-    let idle = |r: &ScaleResult| r.idle_rss_kib.map(|k| k as f64 / 1024.0);
-    let _ = writeln!(
-        s,
-        "| idle daemon RSS | < 30 MiB | {} | {} |",
-        at(&|r| idle(r).map(|m| format!("{m:.1} MiB")).unwrap_or_else(|| "n/a".into())),
-        yes(all(&|r| idle(r).is_some_and(|m| m < 30.0)))
-    );
-    s
+    format!("### Issue 16 targets\n\n{s}")
 }
+
+/// Cores other processes may keep busy before the section says the machine was shared.
+const SHARED_CORES: f64 = 0.25;
+
+/// Groups the unchanged-source reruns' hand-offs are reported in, so that a reader sees the p99
+/// hold in each, not only over all of them.
+const HANDOFF_GROUPS: usize = 3;
 
 /// "The same at all scales": the largest scale's peak RSS at most this many times the smallest's.
 const PEAK_RSS_FLAT: f64 = 1.2;

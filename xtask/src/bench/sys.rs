@@ -2,7 +2,8 @@
 //! `getrusage`), memory (`/proc/<pid>/status`) and free disk space (`statvfs`). The parsers are
 //! pure functions of the files' text, tested below; the readers around them are a few lines each.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,43 +189,76 @@ pub fn free_bytes(path: &Path) -> anyhow::Result<u64> {
     Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
-/// Samples the free space of a filesystem every 200 ms on a thread of its own and keeps the
-/// lowest reading: the peak disk use of a scale is the free space at its start minus that.
+/// Bytes allocated on disk to the files under `path` (blocks of 512 bytes), not following
+/// symbolic links and counting a file with several hard links once (the artifact store links
+/// an unchanged download into each new attempt): `seen` holds the (device, inode) pairs already
+/// counted. Files that vanish while it walks are skipped.
+fn disk_bytes(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !seen.insert((meta.dev(), meta.ino())) {
+        return 0;
+    }
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    let children: u64 = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| disk_bytes(&e.path(), seen))
+        .sum();
+    own + children
+}
+
+/// Samples the disk space the bench's own folders take (the bench PostgreSQL's data folder, the
+/// scale's working files) every 500 ms on a thread of its own and keeps the largest total, and
+/// the largest of each folder. The free space of the filesystem would also move with whatever
+/// else runs on the machine.
 pub struct DiskWatch {
     stop: Arc<AtomicBool>,
-    lowest: Arc<AtomicU64>,
+    /// The largest total, then the largest of each root.
+    largest: Arc<Vec<AtomicU64>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl DiskWatch {
-    pub fn start(path: &Path) -> DiskWatch {
+    pub fn start(roots: Vec<PathBuf>) -> DiskWatch {
         let stop = Arc::new(AtomicBool::new(false));
-        let lowest = Arc::new(AtomicU64::new(u64::MAX));
+        let largest: Arc<Vec<AtomicU64>> = Arc::new((0..=roots.len()).map(|_| AtomicU64::new(0)).collect());
         let thread = {
-            let (stop, lowest, path) = (stop.clone(), lowest.clone(), path.to_path_buf());
+            let (stop, largest) = (stop.clone(), largest.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(free) = free_bytes(&path) {
-                        lowest.fetch_min(free, Ordering::Relaxed);
+                    // One set for all roots: a file linked into two of them counts once.
+                    let mut seen = HashSet::new();
+                    let sizes: Vec<u64> = roots.iter().map(|r| disk_bytes(r, &mut seen)).collect();
+                    largest[0].fetch_max(sizes.iter().sum(), Ordering::Relaxed);
+                    for (l, n) in largest[1..].iter().zip(sizes) {
+                        l.fetch_max(n, Ordering::Relaxed);
                     }
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(500));
                 }
             })
         };
         DiskWatch {
             stop,
-            lowest,
+            largest,
             thread: Some(thread),
         }
     }
 
-    /// Stops the sampling; the lowest free space seen, in bytes.
-    pub fn stop(mut self) -> u64 {
+    /// Stops the sampling: the largest total seen, and the largest of each root, in bytes.
+    pub fn stop(mut self) -> (u64, Vec<u64>) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.lowest.load(Ordering::Relaxed)
+        let l: Vec<u64> = self.largest.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        (l[0], l[1..].to_vec())
     }
 }
 
@@ -284,6 +318,30 @@ mod tests {
         let s = "Name:\treelflow\nVmPeak:\t  900 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   13400 kB\n";
         assert_eq!(parse_status_memory(s), Some((51200, 13400)));
         assert_eq!(parse_status_memory("Name:\tx\n"), None);
+    }
+
+    fn dir_bytes(path: &Path) -> u64 {
+        disk_bytes(path, &mut HashSet::new())
+    }
+
+    #[test]
+    fn folder_sizes_and_the_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a"), vec![1u8; 100_000]).unwrap();
+        std::fs::write(dir.path().join("b"), vec![2u8; 50_000]).unwrap();
+        let n = dir_bytes(dir.path());
+        assert!((150_000..200_000).contains(&n), "{n}");
+        // A second hard link takes no more space.
+        std::fs::hard_link(dir.path().join("b"), dir.path().join("sub/b")).unwrap();
+        assert_eq!(dir_bytes(dir.path()), n);
+        assert_eq!(dir_bytes(&dir.path().join("missing")), 0);
+        let watch = DiskWatch::start(vec![dir.path().join("sub"), dir.path().join("b")]);
+        std::thread::sleep(Duration::from_millis(50));
+        let (total, each) = watch.stop();
+        assert_eq!(each.len(), 2);
+        assert_eq!(total, each[0] + each[1]);
+        assert!((150_000..=n).contains(&total), "{total} {n}");
     }
 
     #[test]
