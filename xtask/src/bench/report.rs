@@ -167,8 +167,11 @@ pub(super) fn section(r: &ScaleResult, runs: usize, seed: u64) -> String {
 
     let _ = writeln!(
         s,
-        "### Scale {} (seed {}), {} runs of each side alternated: medians [min–max]\n",
-        r.data.scale, seed, runs
+        "### Scale {} (seed {}), {} run{} of each side alternated: medians [min–max]\n",
+        r.data.scale,
+        seed,
+        runs,
+        if runs == 1 { "" } else { "s" }
     );
     let _ = writeln!(
         s,
