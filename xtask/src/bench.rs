@@ -1,23 +1,32 @@
-//! `cargo xtask bench`: the benchmark of issue 6, in one invocation on this machine.
+//! `cargo xtask bench`: the benchmark of issues 6 and 16, in one invocation on this machine.
 //!
 //! 1. Builds `target/release/reelflow` (`cargo build --release -p reelflow`; `--no-build` to
-//!    use the one there) and generates the dataset zip for the scale and seed (cached under
-//!    `target/bench/`).
-//! 2. Starts a private PostgreSQL for the bench in `target/bench/pg` (`EmbeddedPg`, durable
-//!    settings: fsync on) and runs the clean stage once in-process (`clean_zip`, timed: the
-//!    "clean alone" figure) to get its COPY files.
-//! 3. Alternates, `--runs` times, in fresh databases:
-//!    - raw COPY, the floor: the snapshot tables created from `reelflow_clean::TABLES`, one
+//!    use the one there) and starts a private PostgreSQL for the bench in `target/bench/pg`
+//!    (`EmbeddedPg`, durable settings: fsync on).
+//! 2. For each scale of `--scale` (a comma list: `0.25,1,4`), in turn:
+//!    - checks the free disk space (statvfs of the target folder) against an estimate
+//!      ([`DISK_PER_ZIP`] times the zip) and refuses clearly when it is short; generates the
+//!      dataset zip for the scale and seed (cached under `target/bench/`);
+//!    - alternates, `--runs` times, in fresh databases: the clean stage alone in-process
+//!      (`clean_zip`, timed: the "clean alone" figure, and its output is the next side's input);
+//!      **raw COPY**, the floor: the snapshot tables created from `reelflow_clean::TABLES`, one
 //!      `psql -c "\copy ..."` per table file in turn, then the same primary keys, indexes and
-//!      foreign keys as the loader, one statement at a time;
-//!    - reelflow: `reelflow run --period 2026-11 --source s3://...` against a local S3-protocol
-//!      server (`reelflow_e2e::s3::S3Server`), with its peak RSS sampled from
-//!      `/proc/<pid>/status` (VmHWM) and the per-stage times read from `reelflow.attempts`.
-//! 4. Runs `reelflow run --period 2026-11 --rerun` once more on the last reelflow database and
-//!    artifact folder (unchanged source: the fetch gets a 304 and reuses its artifact), and
-//!    samples the idle RSS of `reelflow serve`.
-//! 5. Prints medians and the ratio reelflow / raw COPY as a Markdown table (also written to
-//!    `target/bench/report-s<scale>-seed<seed>.md`).
+//!      foreign keys as the loader, one statement at a time; the **bare psql script**
+//!      (`bench/bare-psql.sh`, [`bare`]): unzip four CSVs, `\copy` them, the ratings primary key;
+//!      **reelflow**: `reelflow run --period 2026-11 --source s3://...` against a local
+//!      S3-protocol server (`reelflow_e2e::s3::S3Server`), with its peak RSS sampled from
+//!      `/proc/<pid>/status` (VmHWM), the per-stage times read from `reelflow.attempts` and its
+//!      CPU from `getrusage(RUSAGE_CHILDREN)`. Every run also records the CPU of the bench
+//!      PostgreSQL's process tree and of the whole machine ([`sys`]);
+//!    - runs `reelflow run --period 2026-11 --rerun` 41 more times on the last reelflow database
+//!      and artifact folder (unchanged source: the fetch gets a 304 and reuses its artifact):
+//!      the rerun figure and the hand-off samples;
+//!    - measures the idle daemon (transactions per second, CPU, RSS) and the start-up of
+//!      `reelflow --version` and `reelflow runs list` ([`daemon`]);
+//!    - drops its databases and deletes its working files (unless `--keep`).
+//! 3. Prints a Markdown report ([`report`]): a section per scale with the ratios reelflow / bare
+//!    script and reelflow / raw COPY per alternated pair, a summary across scales and the table
+//!    of issue 16's targets (also written to `target/bench/report-s<scales>-seed<seed>.md`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +41,16 @@ use sqlx::{Connection, PgConnection, Row};
 
 use crate::gen;
 
+mod bare;
+mod daemon;
+mod report;
+mod sys;
+
+use bare::BareRun;
+use daemon::{DaemonFigures, StartupFigures};
+use report::fmt_s;
+use sys::{proc_memory, MachineCpu, MachineTicks};
+
 const PERIOD: &str = "2026-11";
 /// Unchanged-source reruns after the measured runs, for enough hand-off samples for a p99.
 const HANDOFF_RERUNS: usize = 40;
@@ -40,16 +59,17 @@ const KEY: &str = "project-data/the-movies-dataset.zip";
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Dataset scale (1 = the real row counts).
-    #[arg(long, default_value_t = 1.0)]
-    scale: f64,
+    /// Dataset scales, one after the other (1 = the real row counts): `--scale 0.25,1,4`.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    scale: Vec<f64>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Measured runs of each side, alternated (raw, reelflow, raw, reelflow, ...).
+    /// Measured runs of each side at each scale, alternated (raw COPY, bare script, reelflow,
+    /// raw COPY, ...).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Keep every working file (clean output, artifacts, logs) in DIR, keep the databases and
-    /// leave the bench PostgreSQL running. Without it all of that is removed at the end.
+    /// leave the bench PostgreSQL running. Without it all of that is removed after each scale.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
     /// Use the existing target/release/reelflow instead of running
@@ -74,61 +94,6 @@ fn target_dir(root: &Path) -> PathBuf {
 
 fn note(s: &str) {
     eprintln!("xtask bench: {s}");
-}
-
-/// CPU seconds (user + system) this process has used so far.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// (VmHWM, VmRSS) in KiB of a live process.
-fn proc_memory(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
-}
-
-fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-/// The nearest-rank percentile (`p` in 0..=1): the smallest sample with at least `p` of the
-/// samples at or below it.
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len());
-    s[rank - 1]
-}
-
-fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-        (lo.min(x), hi.max(x))
-    })
 }
 
 use reelflow_load::{create_table_sql, fk_sql, key_sql};
@@ -174,6 +139,22 @@ struct RawRun {
     total: f64,
     /// Slowest steps, for the profile.
     steps: Vec<(String, f64)>,
+    /// The machine over the run (the work is in the server's backends).
+    machine: MachineCpu,
+    /// CPU seconds of the bench PostgreSQL over the run ([`sys::server_cpu_seconds`]).
+    server_cpu_s: f64,
+    /// CPU seconds of its clients: the psql processes and this process's SQL connection.
+    client_cpu_s: f64,
+}
+
+/// The bench server's postmaster, from the first line of `postmaster.pid` in its data folder.
+fn postmaster_pid(pg: &EmbeddedPg) -> anyhow::Result<u32> {
+    let path = pg.data_dir.join("postmaster.pid");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("no pid in {}", path.display()))
 }
 
 fn psql_path() -> PathBuf {
@@ -183,10 +164,12 @@ fn psql_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("psql"))
 }
 
-async fn raw_copy(url: &str, clean_dir: &Path, manifest: &Manifest) -> anyhow::Result<RawRun> {
+async fn raw_copy(url: &str, clean_dir: &Path, manifest: &Manifest, postmaster: u32) -> anyhow::Result<RawRun> {
     let schema = "raw";
     let psql = psql_path();
     let mut run = RawRun::default();
+    let (ticks, server) = (MachineTicks::now(), sys::server_cpu_seconds(postmaster));
+    let client = sys::children_cpu_seconds() + sys::self_cpu_seconds();
     let started = Instant::now();
     let mut conn = PgConnection::connect(url).await?;
     let t = Instant::now();
@@ -245,6 +228,9 @@ async fn raw_copy(url: &str, clean_dir: &Path, manifest: &Manifest) -> anyhow::R
     run.fks = t0.elapsed().as_secs_f64();
     conn.close().await?;
     run.total = started.elapsed().as_secs_f64();
+    run.machine = MachineTicks::now().since(&ticks);
+    run.server_cpu_s = sys::server_cpu_seconds(postmaster) - server;
+    run.client_cpu_s = sys::children_cpu_seconds() + sys::self_cpu_seconds() - client;
     Ok(run)
 }
 
@@ -272,10 +258,19 @@ struct RfRun {
     clean_entries: BTreeMap<String, f64>,
     fetch_reused: bool,
     stdout: String,
+    /// CPU seconds (user + system) of the reelflow process: `getrusage(RUSAGE_CHILDREN)`
+    /// before the spawn and after the wait.
+    cpu_s: f64,
+    /// The whole machine over the run (reelflow and the PostgreSQL backends it drives).
+    machine: MachineCpu,
+    /// CPU seconds of the bench PostgreSQL over the run ([`sys::server_cpu_seconds`]).
+    server_cpu_s: f64,
 }
 
 struct RunEnv<'a> {
     bin: &'a Path,
+    /// The bench PostgreSQL's postmaster, for its CPU time.
+    postmaster: u32,
     endpoint: &'a str,
     source: &'a str,
 }
@@ -308,6 +303,8 @@ async fn reelflow_run(env: &RunEnv<'_>, url: &str, dir: &Path, rerun: bool) -> a
     cmd.stdout(std::fs::File::create(&stdout_path)?)
         .stderr(std::fs::File::create(&stderr_path)?)
         .stdin(Stdio::null());
+    let (children_cpu, ticks) = (sys::children_cpu_seconds(), MachineTicks::now());
+    let server = sys::server_cpu_seconds(env.postmaster);
     let started = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("starting {}", env.bin.display()))?;
     let pid = child.id();
@@ -325,6 +322,11 @@ async fn reelflow_run(env: &RunEnv<'_>, url: &str, dir: &Path, rerun: bool) -> a
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let wall = started.elapsed().as_secs_f64();
+    let (cpu_s, machine) = (
+        sys::children_cpu_seconds() - children_cpu,
+        MachineTicks::now().since(&ticks),
+    );
+    let server_cpu_s = sys::server_cpu_seconds(env.postmaster) - server;
     let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
     if !status.success() {
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -335,6 +337,9 @@ async fn reelflow_run(env: &RunEnv<'_>, url: &str, dir: &Path, rerun: bool) -> a
     }
     let mut run = RfRun {
         wall,
+        cpu_s,
+        machine,
+        server_cpu_s,
         peak_rss_kib: peak,
         fetch_reused: stdout.contains("unchanged: reused the earlier download"),
         snapshot_reused: stdout.contains("source unchanged since snapshot"),
@@ -434,40 +439,6 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Idle RSS of `reelflow serve` (scheduler disabled) a few seconds after start, in KiB.
-async fn idle_daemon_rss(env: &RunEnv<'_>, url: &str, dir: &Path) -> anyhow::Result<Option<u64>> {
-    let artifacts = dir.join("artifacts");
-    std::fs::create_dir_all(&artifacts)?;
-    let mut cmd = reelflow_command(env, url, &artifacts);
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .env("REELFLOW_SCHEDULE_ENABLED", "false")
-        .stdout(std::fs::File::create(dir.join("serve.stdout.log"))?)
-        .stderr(std::fs::File::create(dir.join("serve.stderr.log"))?)
-        .stdin(Stdio::null());
-    let mut child = cmd.spawn()?;
-    let pid = child.id();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss = match child.try_wait()? {
-        Some(status) => {
-            note(&format!("reelflow serve exited early ({status}); see serve.stderr.log"));
-            None
-        }
-        None => proc_memory(pid).map(|(_, rss)| rss),
-    };
-    // SIGTERM the daemon we started (by its pid), then give it its grace period.
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(rss)
-}
-
 /// Puts the zip in the S3 server's directory without copying it when possible, with a
 /// stored ETag so s3s-fs does not MD5 600 MB on every request.
 fn serve_zip(s3: &S3Server, zip: &Path, etag: &str) -> anyhow::Result<()> {
@@ -504,53 +475,115 @@ fn b64url(s: &str) -> String {
     out
 }
 
-fn fmt_s(x: f64) -> String {
-    if x.is_nan() {
-        "–".into()
-    } else if x < 10.0 {
-        format!("{x:.2} s")
-    } else {
-        format!("{x:.1} s")
+/// Disk space a scale takes at its peak, as a multiple of its zip: the zip, the last reelflow
+/// database (its tables and indexes: the most of it), its artifacts (the zip and the clean
+/// output), the clean output of the raw side or the bare script's CSVs, and WAL. Measured: 19.7x
+/// at scale 0.25 (databases 11x, WAL 4x, work files 4x), where the part that does not grow with
+/// the data (the WAL, an empty cluster) weighs most. The report prints the measured multiple
+/// ("disk at peak") to keep this honest.
+const DISK_PER_ZIP: u64 = 20;
+/// Bytes of the generator's zip per unit of scale (73.1 MB at scale 0.25), for a zip that has
+/// not been generated yet.
+const ZIP_BYTES_PER_SCALE: f64 = 292.6e6;
+
+/// Checks `free` bytes against what a scale still needs: [`DISK_PER_ZIP`] times its zip (the
+/// zip's size estimated from the scale when it is still to be generated), less the zip when it
+/// is already there. Returns the estimate.
+fn check_disk(scale: f64, free: u64, zip_bytes: Option<u64>) -> anyhow::Result<u64> {
+    let zip = zip_bytes.unwrap_or((scale * ZIP_BYTES_PER_SCALE) as u64);
+    let need = DISK_PER_ZIP * zip - zip_bytes.unwrap_or(0);
+    if free < need {
+        bail!(
+            "scale {scale} needs about {:.1} GB of free disk ({DISK_PER_ZIP}x its {:.2} GB zip{}); {:.1} GB are free: \
+             free some space or leave this scale out",
+            need as f64 / 1e9,
+            zip as f64 / 1e9,
+            if zip_bytes.is_some() {
+                ", less the zip already there"
+            } else {
+                ""
+            },
+            free as f64 / 1e9
+        );
     }
+    Ok(need)
 }
 
-fn fmt_int(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+/// `0.25` -> `0_25`: the scale in database names.
+fn scale_tag(scale: f64) -> String {
+    scale.to_string().replace(['.', '-'], "_")
 }
 
-fn fmt_range(v: &[f64]) -> String {
-    if v.is_empty() {
-        return "–".into();
-    }
-    let (lo, hi) = min_max(v);
-    if v.len() == 1 {
-        fmt_s(v[0])
-    } else {
-        format!(
-            "{} [{}–{}]",
-            fmt_s(median(v)),
-            fmt_s(lo).trim_end_matches(" s"),
-            fmt_s(hi).trim_end_matches(" s")
-        )
-    }
+/// What does not change from one scale to the next.
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    root: PathBuf,
+    target: PathBuf,
+    bench_dir: PathBuf,
+    bin: PathBuf,
+    pg: EmbeddedPg,
+    postmaster: u32,
+    /// Every scale's working files go under `work/s<scale>`.
+    work: PathBuf,
+    keep: bool,
+    rt: tokio::runtime::Runtime,
+}
+
+/// One scale's dataset.
+struct Dataset {
+    scale: f64,
+    plan: gen::Plan,
+    zip: PathBuf,
+    zip_bytes: u64,
+    /// Bytes of CSV in the zip, in all and per entry.
+    csv_bytes: u64,
+    entries: Vec<(String, u64)>,
+}
+
+/// Everything measured at one scale, for its section, the summary and the targets.
+struct ScaleResult {
+    data: Dataset,
+    rows_loaded: u64,
+    /// (userId, movieId) pairs of ratings.csv the clean stage found twice or more.
+    duplicate_ratings: u64,
+    clean_walls: Vec<f64>,
+    clean_cpus: Vec<f64>,
+    raws: Vec<RawRun>,
+    bares: Vec<BareRun>,
+    rfs: Vec<RfRun>,
+    rerun: RfRun,
+    rerun_not_modified: u64,
+    rerun_bodies: u64,
+    /// Extra unchanged-source reruns, for hand-off samples.
+    handoff_runs: Vec<RfRun>,
+    /// The idle daemon's figures, or why they could not be taken.
+    daemon: Result<DaemonFigures, String>,
+    startup: StartupFigures,
+    /// Free disk space at the start of the scale (statvfs), and the most the bench's own files
+    /// took meanwhile: the PostgreSQL data folder, the scale's working files and the zip.
+    disk_free_bytes: u64,
+    disk_peak_bytes: u64,
+    /// The largest size seen of the databases (`base`), of the WAL and of the work files.
+    disk_parts: Vec<u64>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    if args.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        bail!("--scale takes positive numbers, comma-separated: --scale 0.25,1,4");
+    }
     let root = workspace_root();
     let target = target_dir(&root);
     let bench_dir = target.join("bench");
     std::fs::create_dir_all(&bench_dir)?;
+    // Refuse at once rather than after hours of the smaller scales.
+    let free = sys::free_bytes(&target)?;
+    for &scale in &args.scale {
+        let zip = zip_path(&bench_dir, scale, args.seed);
+        check_disk(scale, free, std::fs::metadata(&zip).ok().map(|m| m.len()))?;
+    }
 
     let bin = target.join("release").join("reelflow");
     if !args.no_build {
@@ -571,505 +604,337 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    let plan = gen::Plan::new(args.scale, args.seed)?;
-    let zip = bench_dir.join(format!(
-        "movies-s{}-seed{}-g{}.zip",
-        args.scale,
-        args.seed,
-        gen::GENERATOR_VERSION
-    ));
-    if zip.is_file() {
-        note(&format!("reusing {}", zip.display()));
-    } else {
-        note(&format!("generating {} (scale {})", zip.display(), args.scale));
-        gen::generate(&plan, &zip)?;
-    }
-    let zip_bytes = std::fs::metadata(&zip)?.len();
-    let (csv_bytes, entries) = {
-        let mut a = zip::ZipArchive::new(std::fs::File::open(&zip)?)?;
-        let mut total = 0;
-        let mut entries = Vec::new();
-        for i in 0..a.len() {
-            let f = a.by_index(i)?;
-            total += f.size();
-            entries.push((f.name()?.to_string(), f.size()));
-        }
-        (total, entries)
-    };
-
     let (work, keep) = match &args.keep {
         Some(d) => (d.clone(), true),
         None => (bench_dir.join(format!("work-{}", std::process::id())), false),
     };
     std::fs::create_dir_all(&work)?;
     let work = std::path::absolute(&work)?;
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-
     note("starting the bench PostgreSQL in target/bench/pg");
     let pg = EmbeddedPg::start(&bench_dir.join("pg"), false)?;
+    let postmaster = postmaster_pid(&pg)?;
+    // An invocation stopped during the daemon figures leaves autovacuum off: on again.
+    rt.block_on(admin_exec(&pg, "ALTER SYSTEM RESET autovacuum"))?;
+    rt.block_on(admin_exec(&pg, "SELECT pg_reload_conf()"))?;
+    let bench = Bench {
+        args: &args,
+        root,
+        target,
+        bench_dir,
+        bin,
+        pg,
+        postmaster,
+        work,
+        keep,
+        rt,
+    };
 
+    let mut sections = Vec::new();
+    let mut results = Vec::new();
+    for &scale in &args.scale {
+        match run_scale(&bench, scale) {
+            Ok(r) => {
+                let section = report::section(&r, args.runs, args.seed);
+                eprintln!("{section}");
+                sections.push(section);
+                results.push(r);
+            }
+            Err(e) => {
+                bench.finish();
+                return Err(e.context(format!("scale {scale}")));
+            }
+        }
+    }
+    let report = format!(
+        "{}{}{}",
+        sections.join("\n"),
+        report::summary(&results),
+        report::targets(&results)
+    );
+    println!("{report}");
+    let scales: Vec<String> = args.scale.iter().map(|s| s.to_string()).collect();
+    let path = bench
+        .bench_dir
+        .join(format!("report-s{}-seed{}.md", scales.join("_"), args.seed));
+    std::fs::write(&path, &report)?;
+    note(&format!("report written to {}", path.display()));
+    bench.finish();
+    Ok(())
+}
+
+fn zip_path(bench_dir: &Path, scale: f64, seed: u64) -> PathBuf {
+    bench_dir.join(format!("movies-s{scale}-seed{seed}-g{}.zip", gen::GENERATOR_VERSION))
+}
+
+impl Bench<'_> {
+    /// Stops the bench PostgreSQL and removes the working folder, unless `--keep`.
+    fn finish(&self) {
+        if self.keep {
+            note(&format!(
+                "kept {} and the databases on {} (stop with: pg_ctl stop -D {})",
+                self.work.display(),
+                self.pg.url("postgres"),
+                self.pg.data_dir.display()
+            ));
+        } else {
+            let _ = self.pg.stop();
+            let _ = std::fs::remove_dir_all(&self.work);
+        }
+    }
+
+    /// Drops the scale's databases and deletes its working files (unless `--keep`).
+    fn clean_up_scale(&self, dbs: &[String], work: &Path) {
+        if self.keep {
+            return;
+        }
+        for name in dbs {
+            let _ = self.rt.block_on(admin_exec(
+                &self.pg,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            ));
+        }
+        let _ = std::fs::remove_dir_all(work);
+    }
+}
+
+/// One scale: the disk check, the zip, the alternated runs, the reruns and the daemon.
+fn run_scale(b: &Bench<'_>, scale: f64) -> anyhow::Result<ScaleResult> {
+    let args = b.args;
+    let plan = gen::Plan::new(scale, args.seed)?;
+    let zip = zip_path(&b.bench_dir, scale, args.seed);
+    let free = sys::free_bytes(&b.target)?;
+    let need = check_disk(scale, free, std::fs::metadata(&zip).ok().map(|m| m.len()))?;
+    note(&format!(
+        "scale {scale}: {:.1} GB free on the target folder's disk, about {:.1} GB needed",
+        free as f64 / 1e9,
+        need as f64 / 1e9
+    ));
+    let work = b.work.join(format!("s{scale}"));
+    // The data folder without its WAL, the WAL, the working files.
+    let disk = sys::DiskWatch::start(vec![
+        b.pg.data_dir.join("base"),
+        b.pg.data_dir.join("pg_wal"),
+        work.clone(),
+    ]);
+    if zip.is_file() {
+        note(&format!("reusing {}", zip.display()));
+    } else {
+        note(&format!("generating {} (scale {scale})", zip.display()));
+        gen::generate(&plan, &zip)?;
+    }
+    let zip_bytes = std::fs::metadata(&zip)?.len();
+    let (csv_bytes, entries) = zip_entries(&zip)?;
+    let data = Dataset {
+        scale,
+        plan,
+        zip,
+        zip_bytes,
+        csv_bytes,
+        entries,
+    };
+    std::fs::create_dir_all(&work)?;
+
+    let s3 = b.rt.block_on(S3Server::start(None));
+    let etag = format!(
+        "{:016x}{:016x}",
+        crate::rng::mix(args.seed ^ scale.to_bits()),
+        crate::rng::mix(zip_bytes ^ gen::GENERATOR_VERSION as u64)
+    );
+    serve_zip(&s3, &data.zip, &etag)?;
+    let source = format!("s3://{BUCKET}/{KEY}");
+    let env = RunEnv {
+        bin: &b.bin,
+        postmaster: b.postmaster,
+        endpoint: &s3.endpoint,
+        source: &source,
+    };
+    let script = b.root.join("bench").join("bare-psql.sh");
+    let psql = psql_path();
+    let script = bare::Script {
+        path: &script,
+        psql_dir: psql.parent().filter(|d| psql.is_absolute() && d.is_dir()),
+        postmaster: b.postmaster,
+    };
+    let mut dbs: Vec<String> = Vec::new();
+    let measured =
+        b.rt.block_on(measure_scale(b, data, &work, &env, &script, &s3, &mut dbs));
+    drop(s3);
+    b.clean_up_scale(&dbs, &work);
+    let (disk_peak, disk_parts) = disk.stop();
+    let mut r = measured?;
+    r.disk_free_bytes = free;
+    r.disk_peak_bytes = disk_peak + zip_bytes;
+    r.disk_parts = disk_parts;
+    Ok(r)
+}
+
+/// (bytes of CSV, (entry, bytes) for each entry) of the zip.
+fn zip_entries(zip: &Path) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
+    let mut a = zip::ZipArchive::new(std::fs::File::open(zip)?)?;
+    let mut total = 0;
+    let mut entries = Vec::new();
+    for i in 0..a.len() {
+        let f = a.by_index(i)?;
+        total += f.size();
+        entries.push((f.name()?.to_string(), f.size()));
+    }
+    Ok((total, entries))
+}
+
+/// The alternated runs of one scale, then the reruns and the idle daemon; every database it
+/// creates is added to `dbs` (for the clean-up) as soon as it exists.
+async fn measure_scale(
+    b: &Bench<'_>,
+    data: Dataset,
+    work: &Path,
+    env: &RunEnv<'_>,
+    script: &bare::Script<'_>,
+    s3: &S3Server,
+    dbs: &mut Vec<String>,
+) -> anyhow::Result<ScaleResult> {
+    let (pg, runs, scale, zip) = (&b.pg, b.args.runs, data.scale, data.zip.as_path());
+    let tag = scale_tag(scale);
     // The clean stage alone, in-process, before each raw COPY run: its output is that run's
     // input, and its wall and CPU times give the "clean alone" figure.
     let clean_dir = work.join("clean");
     let clean_alone = || -> anyhow::Result<(Manifest, f64, f64)> {
         let _ = std::fs::remove_dir_all(&clean_dir);
-        let (cpu0, t0) = (cpu_seconds(), Instant::now());
-        let manifest = reelflow_clean::clean_zip(&zip, &clean_dir, &reelflow_clean::CleanConfig::default())?;
-        Ok((manifest, t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0))
+        let (cpu0, t0) = (sys::self_cpu_seconds(), Instant::now());
+        let manifest = reelflow_clean::clean_zip(zip, &clean_dir, &reelflow_clean::CleanConfig::default())?;
+        Ok((manifest, t0.elapsed().as_secs_f64(), sys::self_cpu_seconds() - cpu0))
     };
     let mut manifest: Option<Manifest> = None;
-    let mut clean_walls: Vec<f64> = Vec::new();
-    let mut clean_cpus: Vec<f64> = Vec::new();
+    let (mut clean_walls, mut clean_cpus) = (Vec::new(), Vec::new());
+    let (mut raws, mut bares, mut rfs) = (Vec::new(), Vec::new(), Vec::new());
+    let run_note = |i: usize, what: &str| note(&format!("scale {scale}, run {}/{runs}: {what}", i + 1));
+    for i in 0..runs {
+        run_note(i, "clean alone (clean_zip in-process)");
+        let (m, wall, cpu) = clean_alone()?;
+        note(&format!("  clean: {} wall, {cpu:.1} CPU s", fmt_s(wall)));
+        clean_walls.push(wall);
+        clean_cpus.push(cpu);
+        let m = manifest.insert(m);
 
-    let s3 = rt.block_on(S3Server::start(None));
-    let etag = format!(
-        "{:016x}{:016x}",
-        crate::rng::mix(args.seed ^ args.scale.to_bits()),
-        crate::rng::mix(zip_bytes ^ gen::GENERATOR_VERSION as u64)
-    );
-    serve_zip(&s3, &zip, &etag)?;
-    let source = format!("s3://{BUCKET}/{KEY}");
-    let env = RunEnv {
-        bin: &bin,
-        endpoint: &s3.endpoint,
-        source: &source,
-    };
-
-    let mut raws: Vec<RawRun> = Vec::new();
-    let mut rfs: Vec<RfRun> = Vec::new();
-    let mut dbs: Vec<String> = Vec::new();
-    let result = rt.block_on(async {
-        for i in 0..args.runs {
-            note(&format!(
-                "run {}/{}: clean alone (clean_zip in-process)",
-                i + 1,
-                args.runs
-            ));
-            let (m, wall, cpu) = clean_alone()?;
-            note(&format!("  clean: {} wall, {cpu:.1} CPU s", fmt_s(wall)));
-            clean_walls.push(wall);
-            clean_cpus.push(cpu);
-            let m = manifest.insert(m);
-
-            let name = format!("bench_raw_{i}");
-            let url = fresh_database(&pg, &name).await?;
-            note(&format!("run {}/{}: raw COPY", i + 1, args.runs));
-            let raw = raw_copy(&url, &clean_dir, m).await?;
-            note(&format!("  raw COPY: {}", fmt_s(raw.total)));
-            raws.push(raw);
-            if keep {
-                dbs.push(name);
-            } else {
-                admin_exec(&pg, &format!("DROP DATABASE {name} WITH (FORCE)")).await?;
-            }
-
-            let name = format!("bench_rf_{i}");
-            let url = fresh_database(&pg, &name).await?;
-            let dir = work.join(format!("reelflow-{i}"));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir)?;
-            note(&format!("run {}/{}: reelflow run", i + 1, args.runs));
-            let rf = reelflow_run(&env, &url, &dir, false).await?;
-            note(&format!(
-                "  reelflow: {} (peak RSS {} MiB)",
-                fmt_s(rf.wall),
-                rf.peak_rss_kib / 1024
-            ));
-            rfs.push(rf);
-            let last = i + 1 == args.runs;
-            if keep || last {
-                dbs.push(name);
-            } else {
-                admin_exec(&pg, &format!("DROP DATABASE {name} WITH (FORCE)")).await?;
-                let _ = std::fs::remove_dir_all(dir.join("artifacts"));
-            }
+        let name = format!("bench_raw_{tag}_{i}");
+        dbs.push(name.clone());
+        let url = fresh_database(pg, &name).await?;
+        run_note(i, "raw COPY");
+        let raw = raw_copy(&url, &clean_dir, m, b.postmaster).await?;
+        note(&format!("  raw COPY: {}", fmt_s(raw.total)));
+        raws.push(raw);
+        if !b.keep {
+            admin_exec(pg, &format!("DROP DATABASE {name} WITH (FORCE)")).await?;
+            // The next clean alone writes it again; the reelflow run does not read it.
+            let _ = std::fs::remove_dir_all(&clean_dir);
         }
-        // Unchanged source: the same period again on the last run's database and artifacts.
-        let last = args.runs - 1;
-        let url = db_url(&pg, &format!("bench_rf_{last}"));
-        let dir = work.join(format!("reelflow-{last}"));
-        let before = s3.stats();
-        admin_exec(&pg, "CHECKPOINT").await?;
-        note("unchanged-source rerun: reelflow run --rerun");
-        let rerun = reelflow_run(&env, &url, &dir, true).await?;
-        let after = s3.stats();
-        note(&format!("  rerun: {}", fmt_s(rerun.wall)));
-        // More hand-offs for a p99: reruns are quick when the snapshot is reused.
-        let mut handoff_runs = Vec::new();
-        if rerun.snapshot_reused {
-            note(&format!("task hand-off: {HANDOFF_RERUNS} more reruns"));
-            for _ in 0..HANDOFF_RERUNS {
-                handoff_runs.push(reelflow_run(&env, &url, &dir, true).await?);
-            }
-        }
-        note("idle daemon RSS: reelflow serve");
-        let idle = idle_daemon_rss(&env, &url, &dir).await?;
-        Ok::<_, anyhow::Error>((
-            rerun,
-            after.not_modified - before.not_modified,
-            after.bodies - before.bodies,
-            idle,
-            handoff_runs,
-        ))
-    });
 
-    let cleanup = |dbs: &[String]| {
-        if keep {
-            note(&format!(
-                "kept {} and databases {} on {} (stop with: pg_ctl stop -D {})",
-                work.display(),
-                dbs.join(", "),
-                pg.url("postgres"),
-                pg.data_dir.display()
-            ));
-        } else {
-            for name in dbs {
-                let _ = rt.block_on(admin_exec(&pg, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
-            }
-            let _ = pg.stop();
-            let _ = std::fs::remove_dir_all(&work);
+        let name = format!("bench_bare_{tag}_{i}");
+        dbs.push(name.clone());
+        let url = fresh_database(pg, &name).await?;
+        let csv_dir = work.join(format!("bare-{i}"));
+        run_note(i, "bare psql script");
+        let bare = bare::run(script, zip, &url, &csv_dir)?;
+        note(&format!(
+            "  bare psql script: {} (unzip {}, load {})",
+            fmt_s(bare.wall),
+            fmt_s(bare.unzip),
+            fmt_s(bare.load)
+        ));
+        bares.push(bare);
+        if !b.keep {
+            admin_exec(pg, &format!("DROP DATABASE {name} WITH (FORCE)")).await?;
+            let _ = std::fs::remove_dir_all(&csv_dir);
         }
-    };
-    let (rerun, not_modified, bodies, idle, handoff_runs) = match result {
-        Ok(r) => r,
+
+        let name = format!("bench_rf_{tag}_{i}");
+        dbs.push(name.clone());
+        let url = fresh_database(pg, &name).await?;
+        let dir = work.join(format!("reelflow-{i}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        run_note(i, "reelflow run");
+        let rf = reelflow_run(env, &url, &dir, false).await?;
+        note(&format!(
+            "  reelflow: {} (peak RSS {} MiB, {:.1} CPU s)",
+            fmt_s(rf.wall),
+            rf.peak_rss_kib / 1024,
+            rf.cpu_s
+        ));
+        rfs.push(rf);
+        if !b.keep && i + 1 < runs {
+            admin_exec(pg, &format!("DROP DATABASE {name} WITH (FORCE)")).await?;
+            let _ = std::fs::remove_dir_all(dir.join("artifacts"));
+        }
+    }
+    // Unchanged source: the same period again on the last run's database and artifacts.
+    let last = runs - 1;
+    let url = db_url(pg, &format!("bench_rf_{tag}_{last}"));
+    let dir = work.join(format!("reelflow-{last}"));
+    let before = s3.stats();
+    admin_exec(pg, "CHECKPOINT").await?;
+    note("unchanged-source rerun: reelflow run --rerun");
+    let rerun = reelflow_run(env, &url, &dir, true).await?;
+    let after = s3.stats();
+    note(&format!("  rerun: {}", fmt_s(rerun.wall)));
+    // More hand-offs for a p99: reruns are quick when the snapshot is reused.
+    let mut handoff_runs = Vec::new();
+    if rerun.snapshot_reused {
+        note(&format!("task hand-off: {HANDOFF_RERUNS} more reruns"));
+        for _ in 0..HANDOFF_RERUNS {
+            handoff_runs.push(reelflow_run(env, &url, &dir, true).await?);
+        }
+    }
+    note(&format!(
+        "idle daemon: reelflow serve twice, {}",
+        "for its transactions, CPU and RSS (about 45 s)"
+    ));
+    // Not fatal: a daemon that does not come up is a finding for the report.
+    let daemon = match daemon::idle_daemon(env, pg, &format!("bench_rf_{tag}_{last}"), &dir).await {
+        Ok(d) => {
+            note(&format!(
+                "  {:.2} transactions/s, {:.2} % of a core",
+                d.tx_per_s(),
+                d.cpu_percent()
+            ));
+            Ok(d)
+        }
         Err(e) => {
-            cleanup(&dbs);
-            return Err(e);
+            note(&format!("  not measured: {e:#}"));
+            Err(format!("{e:#}"))
         }
     };
-    drop(s3);
+    note("start-up: reelflow --version and reelflow runs list, 20 runs each");
+    let startup = daemon::startup(env, &url, &dir)?;
+
     let manifest = manifest.expect("at least one run");
-    let rows_loaded: u64 = TABLES.iter().map(|t| manifest.tables[t.name].rows).sum();
-
-    let report = render(&Report {
-        args: &args,
-        plan: &plan,
-        zip_bytes,
-        csv_bytes,
-        entries: &entries,
-        rows_loaded,
-        clean_walls: &clean_walls,
-        clean_cpus: &clean_cpus,
-        raws: &raws,
-        rfs: &rfs,
-        rerun: &rerun,
-        rerun_not_modified: not_modified,
-        rerun_bodies: bodies,
-        idle_rss_kib: idle,
-        handoff_runs: &handoff_runs,
-    });
-    println!("{report}");
-    let path = bench_dir.join(format!("report-s{}-seed{}.md", args.scale, args.seed));
-    std::fs::write(&path, &report)?;
-    note(&format!("report written to {}", path.display()));
-    cleanup(&dbs);
-    Ok(())
-}
-
-struct Report<'a> {
-    args: &'a BenchArgs,
-    plan: &'a gen::Plan,
-    zip_bytes: u64,
-    csv_bytes: u64,
-    entries: &'a [(String, u64)],
-    rows_loaded: u64,
-    clean_walls: &'a [f64],
-    clean_cpus: &'a [f64],
-    raws: &'a [RawRun],
-    rfs: &'a [RfRun],
-    rerun: &'a RfRun,
-    rerun_not_modified: u64,
-    rerun_bodies: u64,
-    idle_rss_kib: Option<u64>,
-    /// Extra unchanged-source reruns, for hand-off samples.
-    handoff_runs: &'a [RfRun],
-}
-
-fn render(r: &Report<'_>) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let mb = |b: u64| b as f64 / 1e6;
-    let raw = |f: fn(&RawRun) -> f64| r.raws.iter().map(f).collect::<Vec<_>>();
-    let stage = |t: &str| {
-        r.rfs
-            .iter()
-            .map(|x| x.stages.get(t).map(|s| s.0).unwrap_or(f64::NAN))
-            .collect::<Vec<_>>()
-    };
-    let phase = |p: &str| {
-        r.rfs
-            .iter()
-            .filter_map(|x| x.load_phases.get(p).copied())
-            .collect::<Vec<_>>()
-    };
-    let rf_wall: Vec<f64> = r.rfs.iter().map(|x| x.wall).collect();
-    let raw_total = raw(|x| x.total);
-    let ratios: Vec<f64> = r.rfs.iter().zip(r.raws).map(|(a, b)| a.wall / b.total).collect();
-    let rss: Vec<f64> = r.rfs.iter().map(|x| x.peak_rss_kib as f64 / 1024.0).collect();
-    let handoffs: Vec<f64> = r
-        .rfs
-        .iter()
-        .chain(std::iter::once(r.rerun))
-        .chain(r.handoff_runs)
-        .flat_map(|x| x.handoffs.iter().map(|h| h * 1000.0))
-        .collect();
-    let handoff_p99 = percentile(&handoffs, 0.99);
-    let clean_stage_mbps = median(&stage("clean").iter().map(|t| mb(r.csv_bytes) / t).collect::<Vec<_>>());
-
-    let _ = writeln!(
-        s,
-        "### Scale {} (seed {}), {} runs of each side alternated: medians [min–max]\n",
-        r.args.scale, r.args.seed, r.args.runs
-    );
-    let _ = writeln!(
-        s,
-        "Dataset: {} zip, {:.1} MB of CSV ({}); {} rows loaded into the {} snapshot tables.\n",
-        format_args!("{:.1} MB", mb(r.zip_bytes)),
-        mb(r.csv_bytes),
-        r.entries
-            .iter()
-            .map(|(n, b)| format!("{n} {:.1} MB", mb(*b)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        fmt_int(r.rows_loaded),
-        TABLES.len()
-    );
-    let _ = writeln!(
-        s,
-        "movies_metadata.csv: {} records ({} repeated ids, {} broken rows); ratings.csv: {} rows.\n",
-        fmt_int(r.plan.movie_records),
-        r.plan.ids_twice + r.plan.ids_thrice,
-        r.plan.broken,
-        fmt_int(r.plan.ratings)
-    );
-    let _ = writeln!(s, "| step | raw COPY (psql \\copy) | reelflow run |");
-    let _ = writeln!(s, "|---|---:|---:|");
-    let _ = writeln!(s, "| fetch (S3 -> artifact) | – | {} |", fmt_range(&stage("fetch")));
-    let _ = writeln!(
-        s,
-        "| clean (zip -> COPY files) | – (clean alone: below) | {} |",
-        fmt_range(&stage("clean"))
-    );
-    let _ = writeln!(s, "| create tables | {} | (in COPY) |", fmt_range(&raw(|x| x.create)));
-    let _ = writeln!(
-        s,
-        "| COPY all tables | {} (sequential) | all done at {} (parallel streams) |",
-        fmt_range(&raw(|x| x.copy)),
-        fmt_range(&phase("COPY done"))
-    );
-    let _ = writeln!(
-        s,
-        "| keys + indexes + foreign keys | {} + {} (after COPY) | all done at {} (each once its tables are in) |",
-        fmt_range(&raw(|x| x.keys)),
-        fmt_range(&raw(|x| x.fks)),
-        fmt_range(&phase("keys and indexes built"))
-    );
-    let _ = writeln!(
-        s,
-        "| reports | – | all done at {} |",
-        fmt_range(&phase("tables, keys and reports built"))
-    );
-    let _ = writeln!(s, "| load stage in all | – | {} |", fmt_range(&stage("load")));
-    let _ = writeln!(s, "| publish | – | {} |", fmt_range(&stage("publish")));
-    let _ = writeln!(
-        s,
-        "| tasks, fetch start to publish end (database times) | – | {} |",
-        fmt_range(&r.rfs.iter().map(|x| x.dag_span).collect::<Vec<_>>())
-    );
-    let _ = writeln!(
-        s,
-        "| **total** (reelflow: process start to exit) | **{}** | **{}** |",
-        fmt_range(&raw_total),
-        fmt_range(&rf_wall)
-    );
-    let _ = writeln!(
-        s,
-        "| rows/s (rows loaded / total) | {} | {} |",
-        fmt_int((r.rows_loaded as f64 / median(&raw_total)) as u64),
-        fmt_int((r.rows_loaded as f64 / median(&rf_wall)) as u64)
-    );
-    let _ = writeln!(
-        s,
-        "| peak RSS | – | {:.0} MiB (max {:.0}) |",
-        median(&rss),
-        min_max(&rss).1
-    );
-    let stage_rss = |t: &str| {
-        median(
-            &r.rfs
-                .iter()
-                .filter_map(|x| x.stage_rss_kib.get(t).map(|k| *k as f64 / 1024.0))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let _ = writeln!(
-        s,
-        "| RSS by stage (largest VmRSS sample) | – | fetch {:.0}, clean {:.0}, load {:.0}, publish {:.0} MiB |",
-        stage_rss("fetch"),
-        stage_rss("clean"),
-        stage_rss("load"),
-        stage_rss("publish")
-    );
-    let _ = writeln!(
-        s,
-        "| **reelflow / raw COPY** (per pair, median) | | **{:.2}x** [{:.2}–{:.2}] |",
-        median(&ratios),
-        min_max(&ratios).0,
-        min_max(&ratios).1
-    );
-    let _ = writeln!(s);
-
-    let rr = r.rerun;
-    let _ = writeln!(
-        s,
-        "Unchanged-source rerun (`reelflow run --period {PERIOD} --rerun`, same database and artifacts): {} \
-         (fetch {}, clean {}, load {}, publish {}); fetch reused its artifact: {} ({} conditional GET answered 304, \
-         {} bodies sent); peak RSS {} MiB.\n",
-        fmt_s(rr.wall),
-        fmt_s(rr.stages.get("fetch").map(|x| x.0).unwrap_or(f64::NAN)),
-        fmt_s(rr.stages.get("clean").map(|x| x.0).unwrap_or(f64::NAN)),
-        fmt_s(rr.stages.get("load").map(|x| x.0).unwrap_or(f64::NAN)),
-        fmt_s(rr.stages.get("publish").map(|x| x.0).unwrap_or(f64::NAN)),
-        if rr.fetch_reused { "yes" } else { "no" },
-        r.rerun_not_modified,
-        r.rerun_bodies,
-        rr.peak_rss_kib / 1024
-    );
-    let clean_wall = median(r.clean_walls);
-    let clean_cpu = median(r.clean_cpus);
-    let _ = writeln!(
-        s,
-        "Clean stage alone (in-process `clean_zip`, before each raw run): {} wall, {:.1} CPU s (median): \
-         {:.0} MB/s of CSV wall, {:.0} MB/s per CPU-second; inside the runs the clean task ran at {:.0} MB/s wall.",
-        fmt_s(clean_wall),
-        clean_cpu,
-        mb(r.csv_bytes) / clean_wall,
-        mb(r.csv_bytes) / clean_cpu,
-        clean_stage_mbps
-    );
-    let per_file: Vec<String> = r
-        .entries
-        .iter()
-        .filter(|(_, b)| *b >= r.csv_bytes / 50)
-        .map(|(name, bytes)| {
-            let t = median(
-                &r.rfs
-                    .iter()
-                    .filter_map(|x| x.clean_entries.get(name).copied())
-                    .collect::<Vec<_>>(),
-            );
-            format!("{name} {} = {:.0} MB/s", fmt_s(t), mb(*bytes) / t)
-        })
-        .collect();
-    let _ = writeln!(s, "Clean task per entry (its log, median): {}.\n", per_file.join(", "));
-    let _ = writeln!(
-        s,
-        "Task hand-off (a task's end -> the next task's start, from `reelflow.attempts`): median {:.1} ms, \
-         p99 {:.1} ms, max {:.1} ms over {} hand-offs. Idle `reelflow serve` RSS after 5 s: {}.\n",
-        median(&handoffs),
-        handoff_p99,
-        min_max(&handoffs).1,
-        handoffs.len(),
-        r.idle_rss_kib
-            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or_else(|| "n/a".into())
-    );
-
-    let mut jobs: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for run in r.rfs {
-        for (name, t) in &run.load_jobs {
-            jobs.entry(name.clone()).or_default().push(*t);
-        }
-    }
-    let mut jobs: Vec<(String, f64, f64)> = jobs
-        .into_iter()
-        .map(|(k, v)| {
-            let secs: Vec<f64> = v.iter().map(|t| t.0).collect();
-            let ends: Vec<f64> = v.iter().map(|t| t.1).collect();
-            (k, median(&secs), median(&ends))
-        })
-        .collect();
-    jobs.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let _ = writeln!(
-        s,
-        "Slowest reelflow load jobs (median seconds, and when they ended, from the start of the load's job graph): {}.\n",
-        jobs.iter()
-            .take(8)
-            .map(|(k, v, end)| format!("`{}` {} (ended at {})", k.replace("\"reelflow_snap_", "\"snap_"), fmt_s(*v), fmt_s(*end)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-
-    let mut steps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for run in r.raws {
-        for (name, secs) in &run.steps {
-            steps.entry(name.clone()).or_default().push(*secs);
-        }
-    }
-    let mut slowest: Vec<(String, f64)> = steps.into_iter().map(|(k, v)| (k, median(&v))).collect();
-    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let _ = writeln!(
-        s,
-        "Slowest raw COPY steps (median): {}.\n",
-        slowest
-            .iter()
-            .take(6)
-            .map(|(k, v)| format!("`{}` {}", k.replace("\"raw\".", ""), fmt_s(*v)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-
-    let _ = writeln!(s, "| issue 6 target | goal | measured | met |");
-    let _ = writeln!(s, "|---|---|---|---|");
-    let ratio = median(&ratios);
-    let yes = |b: bool| if b { "yes" } else { "no" };
-    let _ = writeln!(
-        s,
-        "| full run / raw COPY | ≤ 1.0x | {ratio:.2}x | {} |",
-        yes(ratio <= 1.0)
-    );
-    let peak = min_max(&rss).1;
-    let _ = writeln!(
-        s,
-        "| peak RSS of the run | ≤ 200 MiB | {peak:.0} MiB | {} |",
-        yes(peak <= 200.0)
-    );
-    let per_cpu = mb(r.csv_bytes) / clean_cpu;
-    let _ = writeln!(
-        s,
-        "| clean alone | ≥ 150 MB/s on one core | {per_cpu:.0} MB/s per CPU-second | {} |",
-        yes(per_cpu >= 150.0)
-    );
-    let _ = writeln!(
-        s,
-        "| unchanged-source rerun | < 2 s, nothing reloaded | {} ({}) | {} |",
-        fmt_s(rr.wall),
-        if rr.snapshot_reused {
-            "snapshot reused, nothing reloaded"
-        } else {
-            "re-cleaned and re-loaded"
-        },
-        yes(rr.wall < 2.0 && rr.snapshot_reused)
-    );
-    let _ = writeln!(
-        s,
-        "| task hand-off p99 | < 10 ms | {handoff_p99:.1} ms over {} | {} |",
-        handoffs.len(),
-        yes(handoff_p99 < 10.0)
-    );
-    let _ = writeln!(
-        s,
-        "| idle daemon RSS | < 30 MiB | {} | {} |",
-        r.idle_rss_kib
-            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or_else(|| "n/a".into()),
-        r.idle_rss_kib.map(|k| yes(k < 30 * 1024)).unwrap_or("n/a")
-    );
-    s
+    let duplicate_ratings = manifest
+        .files
+        .get("ratings.csv")
+        .and_then(|f| f.rejected.get("duplicate_rating").copied())
+        .unwrap_or(0);
+    Ok(ScaleResult {
+        data,
+        rows_loaded: TABLES.iter().map(|t| manifest.tables[t.name].rows).sum(),
+        duplicate_ratings,
+        clean_walls,
+        clean_cpus,
+        raws,
+        bares,
+        rfs,
+        rerun,
+        rerun_not_modified: after.not_modified - before.not_modified,
+        rerun_bodies: after.bodies - before.bodies,
+        handoff_runs,
+        daemon,
+        startup,
+        disk_free_bytes: 0,
+        disk_peak_bytes: 0,
+        disk_parts: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -1085,6 +950,29 @@ mod tests {
     }
 
     #[test]
+    fn the_disk_check_counts_a_zip_still_to_be_generated() {
+        let zip = 100_000_000;
+        // A generated zip already takes its share.
+        assert_eq!(check_disk(0.25, u64::MAX, Some(zip)).unwrap(), (DISK_PER_ZIP - 1) * zip);
+        // No zip yet: its size estimated from the scale.
+        let need = check_disk(1.0, u64::MAX, None).unwrap();
+        assert_eq!(need, DISK_PER_ZIP * ZIP_BYTES_PER_SCALE as u64);
+        let e = check_disk(4.0, 10_000_000_000, None).unwrap_err().to_string();
+        let want = format!(
+            "scale 4 needs about {:.1} GB of free disk ({DISK_PER_ZIP}x its 1.17 GB zip)",
+            DISK_PER_ZIP as f64 * 4.0 * ZIP_BYTES_PER_SCALE / 1e9
+        );
+        assert!(e.starts_with(&want), "{e}");
+        assert!(e.contains("10.0 GB are free"), "{e}");
+    }
+
+    #[test]
+    fn scale_tags_are_identifiers() {
+        assert_eq!(scale_tag(0.25), "0_25");
+        assert_eq!(scale_tag(4.0), "4");
+    }
+
+    #[test]
     fn ddl_matches_the_loader_shape() {
         let movies = reelflow_clean::table("movies").unwrap();
         assert!(create_table_sql("s", movies).starts_with("CREATE TABLE \"s\".\"movies\" (\"id\" bigint NOT NULL"));
@@ -1093,11 +981,5 @@ mod tests {
             "ALTER TABLE \"s\".\"movies\" ADD PRIMARY KEY (\"id\")"
         );
         assert!(fk_sql("s", movies)[0].contains("REFERENCES \"s\".\"collections\" (\"id\")"));
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 }

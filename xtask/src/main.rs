@@ -2,8 +2,10 @@
 //! `cargo run --release -p xtask --`):
 //!
 //! - `gen-dataset`: writes a deterministic stand-in for The Movies Dataset zip ([`gen`]).
-//! - `bench`: the full-scale benchmark of issue 6 ([`bench`]): raw `psql \copy` floor vs a
-//!   full `reelflow run` from a local S3 server, alternated, medians.
+//! - `bench`: the full-scale benchmark of issues 6 and 16 ([`bench`]): a full `reelflow run`
+//!   from a local S3 server against two baselines, the raw `psql \copy` of the clean output with
+//!   the same keys and the bare psql script of `bench/bare-psql.sh`, alternated, at one or more
+//!   scales; also the idle daemon, start-up and hand-off figures.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +37,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Benchmark: raw `psql \copy` of the clean output vs a full `reelflow run`, alternated.
+    /// Benchmark: a full `reelflow run` vs raw `psql \copy` of the clean output and vs the bare
+    /// psql script, alternated, at one or more scales (`--scale 0.25,1,4`).
     Bench(bench::BenchArgs),
 }
 
