@@ -114,7 +114,9 @@ impl Deadlines {
         let now = Instant::now();
         Deadlines {
             retry: d.retry_in.map(|t| now + t.max(Self::MIN_WAIT)),
-            lease: d.lease_ends_in.map(|t| now + (t + Self::LEASE_SLACK).max(Self::MIN_WAIT)),
+            lease: d
+                .lease_ends_in
+                .map(|t| now + (t + Self::LEASE_SLACK).max(Self::MIN_WAIT)),
         }
     }
 }
@@ -284,7 +286,12 @@ impl Engine {
                 }
             }
             if scan {
-                next_scan = Instant::now() + if listening { self.config.backstop } else { self.config.poll };
+                next_scan = Instant::now()
+                    + if listening {
+                        self.config.backstop
+                    } else {
+                        self.config.poll
+                    };
             }
             (scan, check_leases, start_runs) = (false, false, false);
             if let Some(run_id) = only_run {
@@ -321,7 +328,11 @@ impl Engine {
                     }
                 }
             }
-            let wake_at = [Some(next_scan), due.retry, due.lease].into_iter().flatten().min().expect("next_scan");
+            let wake_at = [Some(next_scan), due.retry, due.lease]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("next_scan");
             tokio::select! {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = self.wake.notified() => start_runs = true,
