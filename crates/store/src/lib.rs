@@ -89,37 +89,62 @@ fn transient(e: &sqlx::Error) -> bool {
 /// refusal by the server (no such database, bad password) fails at once. Each try waits at most
 /// 5 s for its connection. Server notices (`... already exists, skipping`) are not shown.
 ///
-/// Start-up cost matters for CLI commands: the connection that proves the server is reachable
-/// also checks the migrations (one query when they are up to date, [`MIGRATOR`] only when not)
-/// and is then closed; the pool opens its connections when first used.
+/// Start-up cost matters for CLI commands: the pool opens its first connection while a
+/// connection of its own proves the server reachable (with the error to report when it is not)
+/// and checks the migrations (one query when they are up to date, [`MIGRATOR`] only when not).
 pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> Result<PgPool, StoreError> {
     let opts = connect_options(url)?;
     let target = describe_url(&opts);
-    let started = std::time::Instant::now();
     let per_try = Duration::from_secs(5);
-    let mut conn = loop {
+    let pool_options = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(timeout.max(per_try));
+    // Only a head start: if it fails, the pool is opened again once the server is reachable.
+    let early = tokio::spawn(pool_options.clone().connect_with(opts.clone()));
+    let probed = async {
+        let mut conn = reach(&opts, &target, timeout, per_try).await?;
+        let migrated = migrate(&mut conn).await;
+        let _ = sqlx::Connection::close(conn).await;
+        migrated
+    }
+    .await;
+    if let Err(e) = probed {
+        early.abort();
+        return Err(e);
+    }
+    match early.await {
+        Ok(Ok(pool)) => Ok(pool),
+        _ => pool_options
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::connect(target, &e)),
+    }
+}
+
+/// A connection to the server, tried until `timeout` while it is not reachable (or starting).
+async fn reach(
+    opts: &PgConnectOptions,
+    target: &str,
+    timeout: Duration,
+    per_try: Duration,
+) -> Result<sqlx::PgConnection, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
         match tokio::time::timeout(per_try, opts.connect()).await {
-            Ok(Ok(conn)) => break conn,
+            Ok(Ok(conn)) => return Ok(conn),
             Ok(Err(e)) if !transient(&e) || started.elapsed() >= timeout => {
-                return Err(StoreError::connect(target, &e));
+                return Err(StoreError::connect(target.to_string(), &e));
             }
             Err(_) if started.elapsed() >= timeout => {
                 return Err(StoreError::Connect {
-                    target,
+                    target: target.to_string(),
                     reason: format!("no answer within {} s", per_try.as_secs()),
                     code: None,
                 })
             }
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
-    };
-    let migrated = migrate(&mut conn).await;
-    let _ = sqlx::Connection::close(conn).await;
-    migrated?;
-    Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(timeout.max(per_try))
-        .connect_lazy_with(opts))
+    }
 }
 
 /// The options [`connect`] uses for `url`: application name `reelflow`, no server notices, no
