@@ -259,75 +259,80 @@ impl Engine {
         let mut start_runs = false;
         let mut next_scan = Instant::now();
         let mut due = Deadlines::default();
+        let mut skip_turn = false;
         loop {
             if *stop.borrow() {
                 self.stopping.store(true, Ordering::Relaxed);
                 break;
             }
-            let now = Instant::now();
-            if now >= next_scan {
-                scan = true;
-            }
-            if due.lease.is_some_and(|d| now >= d) {
-                due.lease = None;
-                check_leases = true;
-            }
-            if due.retry.is_some_and(|d| now >= d) {
-                due.retry = None;
-            }
-            if scan || check_leases {
-                if let Err(e) = self.expire_leases().await {
-                    tracing::warn!(error = %e, "housekeeping failed; will try again");
+            // A turn woken by a notification about another run than `only_run` does nothing.
+            if !skip_turn {
+                let now = Instant::now();
+                if now >= next_scan {
+                    scan = true;
                 }
-            }
-            if scan || start_runs {
-                if let Err(e) = self.start_queued_runs().await {
-                    tracing::warn!(error = %e, "starting queued runs failed; will try again");
+                if due.lease.is_some_and(|d| now >= d) {
+                    due.lease = None;
+                    check_leases = true;
                 }
-            }
-            if scan {
-                next_scan = Instant::now()
-                    + if listening {
-                        self.config.backstop
-                    } else {
-                        self.config.poll
-                    };
-            }
-            (scan, check_leases, start_runs) = (false, false, false);
-            if let Some(run_id) = only_run {
-                let run = runs::get_run(&self.pool, run_id).await?;
-                if run.state.is_finished() && tasks.is_empty() {
-                    break;
+                if due.retry.is_some_and(|d| now >= d) {
+                    due.retry = None;
                 }
-            }
-            // Fill free slots; when nothing is left to claim, learn when something is due.
-            while tasks.len() < self.config.slots {
-                match runs::claim_next(
-                    &self.pool,
-                    &self.config.worker_id,
-                    self.config.lease,
-                    &dag_ids,
-                    Some(&known),
-                    only_run,
-                )
-                .await
-                {
-                    Ok(Claim::Claimed(claimed)) => {
-                        let me = self.clone();
-                        let cancel = cancel.clone();
-                        tasks.spawn(async move { me.execute(claimed, cancel).await });
+                if scan || check_leases {
+                    if let Err(e) = self.expire_leases().await {
+                        tracing::warn!(error = %e, "housekeeping failed; will try again");
                     }
-                    Ok(Claim::Idle(d)) => {
-                        due = Deadlines::from(d);
-                        break;
+                }
+                if scan || start_runs {
+                    if let Err(e) = self.start_queued_runs().await {
+                        tracing::warn!(error = %e, "starting queued runs failed; will try again");
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming failed; will try again");
-                        next_scan = next_scan.min(Instant::now() + self.config.poll);
+                }
+                if scan {
+                    next_scan = Instant::now()
+                        + if listening {
+                            self.config.backstop
+                        } else {
+                            self.config.poll
+                        };
+                }
+                (scan, check_leases, start_runs) = (false, false, false);
+                if let Some(run_id) = only_run {
+                    let run = runs::get_run(&self.pool, run_id).await?;
+                    if run.state.is_finished() && tasks.is_empty() {
                         break;
                     }
                 }
+                // Fill free slots; when nothing is left to claim, learn when something is due.
+                while tasks.len() < self.config.slots {
+                    match runs::claim_next(
+                        &self.pool,
+                        &self.config.worker_id,
+                        self.config.lease,
+                        &dag_ids,
+                        Some(&known),
+                        only_run,
+                    )
+                    .await
+                    {
+                        Ok(Claim::Claimed(claimed)) => {
+                            let me = self.clone();
+                            let cancel = cancel.clone();
+                            tasks.spawn(async move { me.execute(claimed, cancel).await });
+                        }
+                        Ok(Claim::Idle(d)) => {
+                            due = Deadlines::from(d);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "claiming failed; will try again");
+                            next_scan = next_scan.min(Instant::now() + self.config.poll);
+                            break;
+                        }
+                    }
+                }
             }
+            skip_turn = false;
             let wake_at = [Some(next_scan), due.retry, due.lease]
                 .into_iter()
                 .flatten()
@@ -345,6 +350,15 @@ impl Engine {
                     crate::listener::Signal::Lost => {
                         listening = false;
                         next_scan = next_scan.min(Instant::now() + self.config.poll);
+                    }
+                    // `reelflow run` waits for its own run only: others' tasks are not its
+                    // business (but a run that ended may make room for it, and a lease may
+                    // need expiring).
+                    crate::listener::Signal::Notice(n)
+                        if only_run.is_some_and(|r| r != n.run_id)
+                            && matches!(n.kind, NoticeKind::Ready | NoticeKind::Queued) =>
+                    {
+                        skip_turn = true;
                     }
                     crate::listener::Signal::Notice(n) => {
                         if matches!(n.kind, NoticeKind::Ready | NoticeKind::Ended) {

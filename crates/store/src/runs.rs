@@ -1341,3 +1341,25 @@ pub async fn queued_backfill_runs(pool: &PgPool, dag_id: &str) -> Result<Vec<i64
     .fetch_all(pool)
     .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip_and_unknown_ones_are_ignored() {
+        for kind in [
+            NoticeKind::Queued,
+            NoticeKind::Ready,
+            NoticeKind::Claimed,
+            NoticeKind::Ended,
+        ] {
+            let n = Notice { kind, run_id: 42 };
+            assert_eq!(Notice::parse(&n.payload()), Some(n));
+        }
+        assert_eq!(Notice::parse("ready 7").map(|n| n.run_id), Some(7));
+        for bad in ["", "ready", "ready x", "paused 7", "7 ready"] {
+            assert_eq!(Notice::parse(bad), None, "{bad:?}");
+        }
+    }
+}
