@@ -125,7 +125,7 @@ async fn wait_for_run(db: &TestDb, run_id: i64, state: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let run = runs::get_run(&db.pool, run_id).await.unwrap();
-        if run.state.to_string() == state {
+        if run.state.as_str() == state {
             return;
         }
         assert!(
@@ -178,6 +178,16 @@ async fn two_engines_hand_a_runs_tasks_to_each_other_by_notification() {
             ("d", "engine-b")
         ]
     );
+    let gaps: Vec<f64> = attempts
+        .windows(2)
+        .map(|p| {
+            (p[1].started_at - p[0].ended_at.expect("ended"))
+                .num_microseconds()
+                .unwrap() as f64
+                / 1000.0
+        })
+        .collect();
+    eprintln!("hand-offs between engines (ms, the next attempt's start minus the last one's end): {gaps:?}");
     for pair in attempts.windows(2) {
         let (done, next) = (&pair[0], &pair[1]);
         let gap = next.started_at - done.ended_at.expect("ended");
@@ -363,6 +373,16 @@ async fn an_operator_retry_wakes_an_idle_daemon_at_once() {
             .unwrap();
     wait_for_run(&db, run_id, "success", Duration::from_secs(60)).await;
     let attempts = runs::attempts(&db.pool, run_id).await.unwrap();
+    let gaps: Vec<f64> = attempts[1..]
+        .windows(2)
+        .map(|p| {
+            (p[1].started_at - p[0].ended_at.expect("ended"))
+                .num_microseconds()
+                .unwrap() as f64
+                / 1000.0
+        })
+        .collect();
+    eprintln!("hand-offs within the daemon (ms): {gaps:?}");
     let second_fetch = attempts
         .iter()
         .filter(|a| a.task_id == "fetch")
