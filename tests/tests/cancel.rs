@@ -89,6 +89,9 @@ async fn cancelling_a_running_task_fences_its_worker_out_and_the_run_fails() {
         lease,
         heartbeat: lease / 4,
         poll: Duration::from_millis(50),
+        // Long: work arrives by notification (the backstop would make a test time out).
+        backstop: Duration::from_secs(30),
+        notifications: true,
         slots: 1,
         max_active_runs: 10,
         scratch_dir: std::env::temp_dir().join("reelflow-cancel-tests"),

@@ -86,6 +86,9 @@ fn engine(db: &TestDb, dag: Arc<Dag>, worker: &str, lease: Duration) -> Arc<Engi
         lease,
         heartbeat: lease / 4,
         poll: Duration::from_millis(50),
+        // Long: work arrives by notification (the backstop would make a test time out).
+        backstop: Duration::from_secs(30),
+        notifications: true,
         slots: 2,
         max_active_runs: 100,
         scratch_dir: std::env::temp_dir().join("reelflow-engine-tests"),

@@ -808,6 +808,9 @@ async fn each_attempt_keeps_its_own_bounded_log_in_the_store() {
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
             poll: Duration::from_millis(100),
+            // Long: work arrives by notification (the backstop would make a test time out).
+            backstop: Duration::from_secs(30),
+            notifications: true,
             slots: 1,
             max_active_runs: 1,
             scratch_dir: dir.path().join(".scratch"),

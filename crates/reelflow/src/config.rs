@@ -102,6 +102,8 @@ pub struct EngineSection {
     pub lease_secs: u64,
     pub heartbeat_secs: u64,
     pub poll_ms: u64,
+    pub notifications: bool,
+    pub backstop_poll_secs: u64,
     pub slots: usize,
     pub shutdown_grace_secs: u64,
     pub admin_token: String,
@@ -412,6 +414,12 @@ impl Config {
                     "artifacts.url {:?}: expected s3://bucket/prefix, file:///path or a path",
                     c.artifacts.url
                 ));
+            }
+            if c.engine.poll_ms == 0 {
+                errors.push("engine.poll_ms must be at least 1".into());
+            }
+            if c.engine.backstop_poll_secs == 0 {
+                errors.push("engine.backstop_poll_secs must be at least 1".into());
             }
             if c.engine.slots == 0 {
                 errors.push("engine.slots must be at least 1".into());

@@ -9,20 +9,42 @@ use sqlx::PgPool;
 /// The database URL, starting the private server (and creating its `reelflow` database) when
 /// no URL is configured.
 pub async fn url(cfg: &crate::config::Config) -> anyhow::Result<String> {
+    match locate(cfg).await? {
+        Located::Configured(url) => Ok(url),
+        Located::Embedded(pg) => {
+            create_embedded_database(&pg).await?;
+            Ok(pg.url(EMBEDDED_DATABASE))
+        }
+    }
+}
+
+const EMBEDDED_DATABASE: &str = "reelflow";
+
+enum Located {
+    Configured(String),
+    Embedded(EmbeddedPg),
+}
+
+/// `database.url`, or the private server, started when it is not running.
+async fn locate(cfg: &crate::config::Config) -> anyhow::Result<Located> {
     if !cfg.database.url.is_empty() {
-        return Ok(cfg.database.url.clone());
+        return Ok(Located::Configured(cfg.database.url.clone()));
     }
     let dir = cfg.database.embedded_dir.clone();
     let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&dir, false)).await??;
-    let url = pg.url("reelflow");
     eprintln!(
-        "reelflow: no DATABASE_URL set; using a private PostgreSQL in {} at {url} (stop it with `reelflow db stop`)",
-        pg.data_dir.display()
+        "reelflow: no DATABASE_URL set; using a private PostgreSQL in {} at {} (stop it with `reelflow db stop`)",
+        pg.data_dir.display(),
+        pg.url(EMBEDDED_DATABASE)
     );
+    Ok(Located::Embedded(pg))
+}
+
+async fn create_embedded_database(pg: &EmbeddedPg) -> anyhow::Result<()> {
     let admin = reelflow_store::connect_admin(&pg.url("postgres")).await?;
-    reelflow_store::create_database_if_missing(&admin, "reelflow").await?;
+    reelflow_store::create_database_if_missing(&admin, EMBEDDED_DATABASE).await?;
     admin.close().await;
-    Ok(url)
+    Ok(())
 }
 
 /// For CLI commands: one try, so an unreachable server is reported at once.
@@ -36,11 +58,22 @@ pub async fn connect_for_serve(cfg: &crate::config::Config) -> anyhow::Result<Pg
 }
 
 async fn connect_waiting(cfg: &crate::config::Config, wait: Duration) -> anyhow::Result<PgPool> {
-    let url = url(cfg).await?;
-    let pool = reelflow_store::connect(&url, cfg.database.max_connections, wait)
-        .await
-        .context("opening the database")?;
-    Ok(pool)
+    let max = cfg.database.max_connections;
+    let pool = match locate(cfg).await? {
+        Located::Configured(url) => reelflow_store::connect(&url, max, wait).await,
+        Located::Embedded(pg) => {
+            // The private server's database is created on first use, not checked every time.
+            let url = pg.url(EMBEDDED_DATABASE);
+            match reelflow_store::connect(&url, max, wait).await {
+                Err(e) if e.is_missing_database() => {
+                    create_embedded_database(&pg).await?;
+                    reelflow_store::connect(&url, max, wait).await
+                }
+                other => other,
+            }
+        }
+    };
+    pool.context("opening the database")
 }
 
 pub fn stop_embedded(cfg: &crate::config::Config) -> anyhow::Result<()> {

@@ -1,6 +1,13 @@
 //! The executor: claims ready task instances from the store, runs them with a heartbeat-renewed
 //! lease and a timeout, and records their outcome. Several engines (threads, processes or
 //! replicas) can share one database; the store guarantees each attempt runs on one of them.
+//!
+//! An engine does not poll while it can listen: the store announces every change that makes
+//! work claimable on `reelflow_work` ([`runs::Notice`]), and a dedicated LISTEN connection per
+//! engine ([`crate::listener`]) wakes the loop at once. The loop also wakes when a task ends,
+//! at the earliest time the store knows something becomes due (a retry's backoff ends, a
+//! lease may expire: [`runs::Due`]), and every `backstop` for what no notification announces.
+//! Without its listener it polls every `poll`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reelflow_dag::{AttemptOutcome, Cancel, DagSpec, ErrorKind, Period, Task, TaskContext, TaskState, TryEnd};
-use reelflow_store::runs::{self, Claimed, Outcome, Recorded};
+use reelflow_store::runs::{self, Claim, Claimed, Due, NoticeKind, Outcome, Recorded};
 use sqlx::PgPool;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::metrics::METRICS;
@@ -46,7 +54,14 @@ pub struct EngineConfig {
     pub worker_id: String,
     pub lease: Duration,
     pub heartbeat: Duration,
+    /// How often to look for work while no notification can arrive (the listener is down, or
+    /// `notifications` is off).
     pub poll: Duration,
+    /// How often to look for work anyway while listening: for what no notification announces.
+    pub backstop: Duration,
+    /// LISTEN for the store's work notifications (off: poll every `poll`, e.g. behind a
+    /// connection pooler in transaction mode, which does not pass LISTEN on).
+    pub notifications: bool,
     pub slots: usize,
     pub max_active_runs: u32,
     /// This process's scratch folder; a task gets `<scratch>/<dag>/<period>/`.
@@ -60,6 +75,10 @@ pub struct Engine {
     pub dags: Vec<Arc<Dag>>,
     pub config: EngineConfig,
     wake: Arc<Notify>,
+    /// Runs whose state changed by another hand (a notification): the heartbeats of their
+    /// running attempts renew at once, so a cancel or mark stops the task without waiting for
+    /// the next heartbeat.
+    changed_runs: broadcast::Sender<i64>,
     /// Set when `run` stops: no new attempt starts, not even a hand-off.
     stopping: std::sync::atomic::AtomicBool,
     /// This process, for taking over the tasks of dead processes on the same machine at once.
@@ -75,6 +94,33 @@ pub fn self_fence_after(lease: Duration, heartbeat: Duration) -> Duration {
     lease.saturating_sub(margin).max(heartbeat)
 }
 
+/// When the loop must look again without being told: a retry's backoff ends, a lease may
+/// have expired.
+#[derive(Debug, Default, Clone, Copy)]
+struct Deadlines {
+    retry: Option<Instant>,
+    lease: Option<Instant>,
+}
+
+impl Deadlines {
+    /// Work due now but not claimed is being claimed by another worker (its row was locked),
+    /// and a lease that has just ended is being expired by one: look again a little later
+    /// rather than at once, so the loop never spins.
+    const MIN_WAIT: Duration = Duration::from_millis(250);
+    /// A lease is expired by the database's clock once it has passed its end.
+    const LEASE_SLACK: Duration = Duration::from_millis(20);
+
+    fn from(d: Due) -> Deadlines {
+        let now = Instant::now();
+        Deadlines {
+            retry: d.retry_in.map(|t| now + t.max(Self::MIN_WAIT)),
+            lease: d
+                .lease_ends_in
+                .map(|t| now + (t + Self::LEASE_SLACK).max(Self::MIN_WAIT)),
+        }
+    }
+}
+
 fn random_unit() -> f64 {
     rand::random::<f64>()
 }
@@ -86,12 +132,14 @@ impl Engine {
             dags,
             config,
             wake: Arc::new(Notify::new()),
+            changed_runs: broadcast::channel(64).0,
             stopping: Default::default(),
             identity: crate::process::Identity::current(),
         }
     }
 
-    /// Wakes the claim loop at once (after a trigger or a finished task).
+    /// Wakes the claim loop at once (after a trigger or a finished task): it starts queued runs
+    /// and claims. With notifications this is only a shortcut within the process.
     pub fn wake(&self) {
         self.wake.notify_one();
     }
@@ -141,6 +189,12 @@ impl Engine {
     /// One round of housekeeping: take over the tasks of dead local workers, expire dead
     /// leases, start queued runs within the cap.
     pub async fn housekeeping(&self) -> Result<(), runs::RunError> {
+        self.expire_leases().await?;
+        self.start_queued_runs().await
+    }
+
+    /// Takes over the tasks of dead local workers and expires dead leases.
+    async fn expire_leases(&self) -> Result<(), runs::RunError> {
         self.take_over_dead_local_workers().await?;
         let expired = runs::expire_leases(&self.pool).await?;
         for e in &expired {
@@ -159,6 +213,10 @@ impl Engine {
                 crate::metrics::record_run_end(end);
             }
         }
+        Ok(())
+    }
+
+    async fn start_queued_runs(&self) -> Result<(), runs::RunError> {
         for d in &self.dags {
             runs::start_queued_runs(&self.pool, &d.spec.id, self.config.max_active_runs).await?;
         }
@@ -181,52 +239,146 @@ impl Engine {
         if let Err(e) = self.register().await {
             tracing::warn!(error = %e, "registering the worker failed; dead local workers will not be detected");
         }
-        let mut last_housekeeping = std::time::Instant::now() - self.config.poll;
+        let (signal_tx, mut signals) = mpsc::unbounded_channel();
+        let listener = self.config.notifications.then(|| {
+            crate::listener::spawn(
+                &self.pool.connect_options(),
+                &self.config.worker_id,
+                signal_tx.clone(),
+                stop.clone(),
+            )
+        });
+        // Kept so the channel stays open when notifications are off.
+        let _signal_tx = signal_tx;
+        let mut listening = false;
+        // What the next turn does besides claiming: everything (at start, every backstop or
+        // poll, after the listener (re)connects), expire leases (one may have ended), start
+        // queued runs (a run was queued, or one ended and made room).
+        let mut scan = true;
+        let mut check_leases = false;
+        let mut start_runs = false;
+        let mut next_scan = Instant::now();
+        let mut due = Deadlines::default();
+        let mut skip_turn = false;
         loop {
             if *stop.borrow() {
                 self.stopping.store(true, Ordering::Relaxed);
                 break;
             }
-            if last_housekeeping.elapsed() >= self.config.poll {
-                if let Err(e) = self.housekeeping().await {
-                    tracing::warn!(error = %e, "housekeeping failed; will try again");
+            // A turn woken by a notification about another run than `only_run` does nothing.
+            if !skip_turn {
+                let now = Instant::now();
+                if now >= next_scan {
+                    scan = true;
                 }
-                last_housekeeping = std::time::Instant::now();
-            }
-            if let Some(run_id) = only_run {
-                let run = runs::get_run(&self.pool, run_id).await?;
-                if run.state.is_finished() && tasks.is_empty() {
-                    break;
+                if due.lease.is_some_and(|d| now >= d) {
+                    due.lease = None;
+                    check_leases = true;
                 }
-            }
-            // Fill free slots.
-            while tasks.len() < self.config.slots {
-                match runs::claim_in(
-                    &self.pool,
-                    &self.config.worker_id,
-                    self.config.lease,
-                    &dag_ids,
-                    Some(&known),
-                    only_run,
-                )
-                .await
-                {
-                    Ok(Some(claimed)) => {
-                        let me = self.clone();
-                        let cancel = cancel.clone();
-                        tasks.spawn(async move { me.execute(claimed, cancel).await });
+                if due.retry.is_some_and(|d| now >= d) {
+                    due.retry = None;
+                }
+                if scan || check_leases {
+                    if let Err(e) = self.expire_leases().await {
+                        tracing::warn!(error = %e, "housekeeping failed; will try again");
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming failed; will try again");
+                }
+                if scan || start_runs {
+                    if let Err(e) = self.start_queued_runs().await {
+                        tracing::warn!(error = %e, "starting queued runs failed; will try again");
+                    }
+                }
+                if scan {
+                    next_scan = Instant::now()
+                        + if listening {
+                            self.config.backstop
+                        } else {
+                            self.config.poll
+                        };
+                }
+                (scan, check_leases, start_runs) = (false, false, false);
+                if let Some(run_id) = only_run {
+                    let run = runs::get_run(&self.pool, run_id).await?;
+                    if run.state.is_finished() && tasks.is_empty() {
                         break;
                     }
                 }
+                // Fill free slots; when nothing is left to claim, learn when something is due.
+                while tasks.len() < self.config.slots {
+                    match runs::claim_next(
+                        &self.pool,
+                        &self.config.worker_id,
+                        self.config.lease,
+                        &dag_ids,
+                        Some(&known),
+                        only_run,
+                    )
+                    .await
+                    {
+                        Ok(Claim::Claimed(claimed)) => {
+                            let me = self.clone();
+                            let cancel = cancel.clone();
+                            tasks.spawn(async move { me.execute(claimed, cancel).await });
+                        }
+                        Ok(Claim::Idle(d)) => {
+                            due = Deadlines::from(d);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "claiming failed; will try again");
+                            next_scan = next_scan.min(Instant::now() + self.config.poll);
+                            break;
+                        }
+                    }
+                }
             }
+            skip_turn = false;
+            let wake_at = [Some(next_scan), due.retry, due.lease]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("next_scan");
             tokio::select! {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = self.wake.notified() => start_runs = true,
+                Some(signal) = signals.recv() => match signal {
+                    crate::listener::Signal::Listening => {
+                        // Notifications sent while not listening are lost: look once.
+                        listening = true;
+                        scan = true;
+                    }
+                    crate::listener::Signal::Lost => {
+                        listening = false;
+                        next_scan = next_scan.min(Instant::now() + self.config.poll);
+                    }
+                    // `reelflow run` waits for its own run only: others' tasks are not its
+                    // business (but a run that ended may make room for it, and a lease may
+                    // need expiring).
+                    crate::listener::Signal::Notice(n)
+                        if only_run.is_some_and(|r| r != n.run_id)
+                            && matches!(n.kind, NoticeKind::Ready | NoticeKind::Queued) =>
+                    {
+                        skip_turn = true;
+                    }
+                    crate::listener::Signal::Notice(n) => {
+                        if matches!(n.kind, NoticeKind::Ready | NoticeKind::Ended) {
+                            let _ = self.changed_runs.send(n.run_id);
+                        }
+                        match n.kind {
+                            NoticeKind::Queued | NoticeKind::Ended => start_runs = true,
+                            // All slots busy: no claim this turn, so learn the new lease's
+                            // end here (to expire it on time if its worker dies).
+                            NoticeKind::Claimed if tasks.len() >= self.config.slots => {
+                                match runs::next_due(&self.pool, &dag_ids, Some(&known), only_run).await {
+                                    Ok(d) => due = Deadlines::from(d),
+                                    Err(e) => tracing::warn!(error = %e, "reading when work is due failed"),
+                                }
+                            }
+                            NoticeKind::Ready | NoticeKind::Claimed => {}
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(wake_at) => {}
                 _ = stop_rx.changed() => {}
             }
         }
@@ -242,6 +394,9 @@ impl Engine {
                 let _ = cancel_tx.send(true);
                 while tasks.join_next().await.is_some() {}
             }
+        }
+        if let Some(l) = listener {
+            l.abort();
         }
         Ok(())
     }
@@ -325,10 +480,27 @@ impl Engine {
             // Self-fencing: without a renewal for `lease - margin`, this worker must assume
             // another one may take the task over, and stops it before that can happen.
             let fence_after = self_fence_after(lease, every);
+            let run_id = claimed.run_id;
+            let mut changed = self.changed_runs.subscribe();
             tokio::spawn(async move {
                 let mut renewed = std::time::Instant::now();
                 loop {
-                    tokio::time::sleep(every).await;
+                    // Every `every`, and at once when the run changed by another hand (an
+                    // operator's cancel or mark fences this attempt out: stop now).
+                    let next = tokio::time::Instant::now() + every;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(next) => break,
+                            r = changed.recv() => match r {
+                                Ok(id) if id != run_id => continue,
+                                Err(broadcast::error::RecvError::Closed) => {
+                                    tokio::time::sleep_until(next).await;
+                                    break;
+                                }
+                                _ => break,
+                            },
+                        }
+                    }
                     // The lease is renewed from the database's `now()` at the update, which is
                     // no earlier than this instant: counting from here never overestimates it.
                     let sent = std::time::Instant::now();

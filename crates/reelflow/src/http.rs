@@ -27,6 +27,9 @@ pub struct AppState {
     pub heartbeat: AtomicI64,
     pub liveness_secs: i64,
     pub shutting_down: AtomicBool,
+    /// Set once `/readyz` has seen every migration applied; later probes only check that the
+    /// database answers (a ping, no transaction).
+    pub migrations_applied: AtomicBool,
     pub engine: Option<Arc<crate::engine::Engine>>,
     /// Retention and backfill limits of the operator actions.
     pub ops: ops::OpsConfig,
@@ -43,6 +46,7 @@ impl AppState {
             heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
             liveness_secs: 60,
             shutting_down: AtomicBool::new(false),
+            migrations_applied: AtomicBool::new(false),
             engine: None,
             ops: ops::OpsConfig::default(),
         }

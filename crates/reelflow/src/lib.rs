@@ -8,6 +8,7 @@ pub mod db;
 pub mod engine;
 pub mod http;
 mod input_fields;
+pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

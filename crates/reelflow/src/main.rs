@@ -269,9 +269,20 @@ fn init_logging(json_default: bool, progress: Option<reelflow::progress::Latest>
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Arguments first: `--help`, `--version` and usage errors exit before any runtime exists.
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("reelflow: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
     use std::io::IsTerminal;
     // The daemon logs JSON lines to stdout; interactive commands log compactly to stderr.
     let progress = (matches!(cli.command, Command::Run { .. })

@@ -215,6 +215,8 @@ pub fn engine_config(cfg: &Config) -> anyhow::Result<EngineConfig> {
         lease: Duration::from_secs(cfg.engine.lease_secs),
         heartbeat: Duration::from_secs(cfg.engine.heartbeat_secs),
         poll: Duration::from_millis(cfg.engine.poll_ms),
+        backstop: Duration::from_secs(cfg.engine.backstop_poll_secs),
+        notifications: cfg.engine.notifications,
         slots: cfg.engine.slots,
         max_active_runs: cfg.schedule.max_active_runs,
         scratch_dir: cfg.scratch_dir(),

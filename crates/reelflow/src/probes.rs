@@ -48,33 +48,63 @@ pub async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
+    // Migrations are not undone: once all are seen applied, a ping (no transaction) tells
+    // that the database still answers.
+    if s.migrations_applied.load(Ordering::Relaxed) {
+        let answers = match s.pool.acquire().await {
+            Ok(mut c) => sqlx::Connection::ping(&mut *c).await.is_ok(),
+            Err(_) => false,
+        };
+        return if answers {
+            (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+        } else {
+            db_unreachable()
+        };
+    }
     let applied: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&s.pool)
         .await;
     let expected = reelflow_store::MIGRATOR.iter().count() as i64;
     match applied {
-        Ok(n) if n >= expected => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+        Ok(n) if n >= expected => {
+            s.migrations_applied.store(true, Ordering::Relaxed);
+            (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+        }
         Ok(n) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "migrations pending", "applied": n, "expected": expected})),
         )
             .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "database unreachable"})),
-        )
-            .into_response(),
+        Err(_) => db_unreachable(),
     }
 }
 
-/// Values that every replica reports from the store, so they survive restarts.
+fn db_unreachable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "database unreachable"})),
+    )
+        .into_response()
+}
+
+/// Values that every replica reports from the store, so they survive restarts. Read in one
+/// read-only transaction: one consistent snapshot, and one transaction per scrape.
 async fn refresh_from_store(s: &AppState) -> Result<(), sqlx::Error> {
+    let mut tx = s
+        .pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    read_store_series(s, &mut tx).await?;
+    tx.commit().await
+}
+
+async fn read_store_series(s: &AppState, db: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
     let m = &METRICS;
     let last: Option<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM max(ended_at))::float8 FROM reelflow.dag_runs WHERE dag_id = $1 AND state = 'success'",
     )
     .bind(&s.dag.id)
-    .fetch_one(&s.pool)
+    .fetch_one(&mut *db)
     .await?;
     if let Some(t) = last {
         m.last_success.set(&[("dag", &s.dag.id)], t);
@@ -85,14 +115,14 @@ async fn refresh_from_store(s: &AppState) -> Result<(), sqlx::Error> {
          WHERE r.dag_id = $1 AND ti.state = 'running' GROUP BY ti.task_id",
     )
     .bind(&s.dag.id)
-    .fetch_all(&s.pool)
+    .fetch_all(&mut *db)
     .await?;
-    refresh_states(s).await?;
+    refresh_states(s, db).await?;
     let gate: Option<sqlx::types::Json<Vec<reelflow_load::Check>>> = sqlx::query_scalar(
         "SELECT gate_checks FROM reelflow.snapshots WHERE dag_id = $1 AND gate_checks IS NOT NULL ORDER BY id DESC LIMIT 1",
     )
     .bind(&s.dag.id)
-    .fetch_optional(&s.pool)
+    .fetch_optional(&mut *db)
     .await?;
     if let Some(checks) = gate {
         crate::metrics::observe_gate(&s.dag.id, &checks.0);
@@ -108,26 +138,26 @@ async fn refresh_from_store(s: &AppState) -> Result<(), sqlx::Error> {
 
 /// Run and task instance states from the store: alerting series that do not depend on which
 /// process recorded a change (a replica that shut down, a CLI `tasks mark` or `runs cancel`).
-async fn refresh_states(s: &AppState) -> Result<(), sqlx::Error> {
+async fn refresh_states(s: &AppState, db: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
     let m = &METRICS;
     let d = s.dag.id.as_str();
     let (runs, failed_recently, latest): (Vec<(String, i64)>, i64, Option<String>) = {
         let runs = sqlx::query_as("SELECT state, count(*) FROM reelflow.dag_runs WHERE dag_id = $1 GROUP BY state")
             .bind(d)
-            .fetch_all(&s.pool)
+            .fetch_all(&mut *db)
             .await?;
         let failed = sqlx::query_scalar(
             "SELECT count(*) FROM reelflow.dag_runs
              WHERE dag_id = $1 AND state = 'failed' AND ended_at > now() - interval '1 hour'",
         )
         .bind(d)
-        .fetch_one(&s.pool)
+        .fetch_one(&mut *db)
         .await?;
         let latest = sqlx::query_scalar(
             "SELECT state FROM reelflow.dag_runs WHERE dag_id = $1 ORDER BY updated_at DESC, id DESC LIMIT 1",
         )
         .bind(d)
-        .fetch_optional(&s.pool)
+        .fetch_optional(&mut *db)
         .await?;
         (runs, failed, latest)
     };
@@ -144,7 +174,7 @@ async fn refresh_states(s: &AppState) -> Result<(), sqlx::Error> {
          JOIN reelflow.dag_runs r ON r.id = ti.run_id WHERE r.dag_id = $1 GROUP BY ti.task_id, ti.state",
     )
     .bind(d)
-    .fetch_all(&s.pool)
+    .fetch_all(&mut *db)
     .await?;
     for t in &s.dag.tasks {
         for st in reelflow_dag::TaskState::ALL.iter().map(|s| s.as_str()) {

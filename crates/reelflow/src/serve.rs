@@ -46,20 +46,42 @@ pub async fn schedule_tick(
     dag: &reelflow_dag::DagSpec,
     schedule: &Schedule,
 ) -> anyhow::Result<Vec<Period>> {
+    create_due_runs(pool, dag, &due_periods(cfg, schedule, chrono::Utc::now())).await
+}
+
+/// Creates the runs of `due` that do not exist: one query when they all do. Returns the
+/// periods created.
+async fn create_due_runs(pool: &PgPool, dag: &reelflow_dag::DagSpec, due: &[Period]) -> anyhow::Result<Vec<Period>> {
+    let wanted: Vec<String> = due.iter().map(|p| p.to_string()).collect();
+    // Only insert when missing: every INSERT ... ON CONFLICT takes a run id from the sequence.
+    let existing: Vec<String> =
+        sqlx::query_scalar("SELECT period FROM reelflow.dag_runs WHERE dag_id = $1 AND period = ANY($2)")
+            .bind(&dag.id)
+            .bind(&wanted)
+            .fetch_all(pool)
+            .await?;
     let mut created = Vec::new();
-    for p in due_periods(cfg, schedule, chrono::Utc::now()) {
-        // Only insert when missing: every INSERT ... ON CONFLICT takes a run id from the sequence.
-        if runs::find_run(pool, &dag.id, &p.to_string()).await?.is_some() {
-            continue;
-        }
+    for p in due.iter().filter(|p| !existing.contains(&p.to_string())) {
         let (_, new) = runs::ensure_run(pool, dag, &p.to_string(), "scheduled", false).await?;
         if new {
             tracing::info!(dag = %dag.id, period = %p, "scheduled run created");
-            created.push(p);
+            created.push(*p);
         }
     }
     Ok(created)
 }
+
+/// How often the scheduler loop turns: the liveness probe's heartbeat. A turn reads the
+/// database only when something is due.
+pub const SCHEDULER_TURN: Duration = Duration::from_secs(15);
+/// The due periods are checked against the store when they change (a fire passed) and this
+/// often anyway (a run deleted by hand).
+const RECHECK_DUE: Duration = Duration::from_secs(600);
+/// Orphaned snapshots are swept this often; loads, publishes, marks and cancels sweep too.
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+/// The worker registry's `heartbeat_at` is refreshed this often (it is informational: fast
+/// takeover goes by process identity, lease expiry by leases).
+const WORKER_REFRESH: Duration = Duration::from_secs(300);
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -102,8 +124,10 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
         dag: dag.spec.clone(),
         token,
         heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
-        liveness_secs: (cfg.engine.poll_ms / 1000).max(1) as i64 * 10 + 60,
+        // A few turns of the scheduler loop, and a minute of slack.
+        liveness_secs: SCHEDULER_TURN.as_secs() as i64 * 2 + 60,
         shutting_down: AtomicBool::new(false),
+        migrations_applied: AtomicBool::new(false),
         engine: Some(engine.clone()),
         ops: crate::ops::OpsConfig::from_config(&cfg),
     });
@@ -113,7 +137,8 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
     tracing::info!(listen = %listener.local_addr()?, worker = %worker, schedule = %schedule.describe(), "reelflow serve started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // The scheduler loop: due runs, worker heartbeat, liveness.
+    // The scheduler loop: due runs, orphan sweeps, worker registry, liveness. Idle, it reads
+    // the database a few times an hour.
     let scheduler = {
         let (cfg, pool, state, spec, mut stop) = (
             cfg.clone(),
@@ -125,29 +150,56 @@ pub async fn serve(cfg: Config, pool: PgPool, listen_override: Option<String>) -
         let engine = engine.clone();
         let worker = worker.clone();
         tokio::spawn(async move {
-            let poll = Duration::from_millis(cfg.engine.poll_ms);
-            let mut last_sweep = std::time::Instant::now();
+            let retry_after = Duration::from_millis(cfg.engine.poll_ms).min(SCHEDULER_TURN);
+            let start = std::time::Instant::now();
+            let (mut last_sweep, mut last_refresh) = (start, start);
+            // The due periods last found to have their runs, and when.
+            let mut confirmed: Option<(Vec<Period>, std::time::Instant)> = None;
             loop {
+                let mut wait = SCHEDULER_TURN;
                 // Snapshots that no run will publish (cancelled loads, load-only retries).
-                if last_sweep.elapsed() >= Duration::from_secs(60) {
+                if last_sweep.elapsed() >= SWEEP_EVERY {
                     last_sweep = std::time::Instant::now();
                     if let Err(e) = reelflow_load::sweep_orphans(&pool).await {
                         tracing::warn!(error = %e, "sweeping orphaned snapshots failed; will try again");
                     }
                 }
                 if cfg.schedule.enabled {
-                    match schedule_tick(&cfg, &pool, &spec, &schedule).await {
-                        Ok(created) if !created.is_empty() => engine.wake(),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "scheduling failed; will try again"),
+                    let now = chrono::Utc::now();
+                    let due = due_periods(&cfg, &schedule, now);
+                    let stale = match &confirmed {
+                        Some((periods, at)) => *periods != due || at.elapsed() >= RECHECK_DUE,
+                        None => true,
+                    };
+                    if stale {
+                        match create_due_runs(&pool, &spec, &due).await {
+                            Ok(created) => {
+                                if !created.is_empty() {
+                                    engine.wake();
+                                }
+                                confirmed = Some((due, std::time::Instant::now()));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "scheduling failed; will try again");
+                                wait = retry_after;
+                            }
+                        }
+                    }
+                    // Wake for the next fire on time.
+                    if let Some(next) = schedule.next_after(now) {
+                        let until = (next - now).to_std().unwrap_or_default() + Duration::from_millis(10);
+                        wait = wait.min(until);
                     }
                 }
-                if let Err(e) = runs::worker_heartbeat(&pool, &worker, &worker, version).await {
-                    tracing::warn!(error = %e, "worker heartbeat failed");
+                if last_refresh.elapsed() >= WORKER_REFRESH {
+                    last_refresh = std::time::Instant::now();
+                    if let Err(e) = runs::worker_heartbeat(&pool, &worker, &worker, version).await {
+                        tracing::warn!(error = %e, "worker heartbeat failed");
+                    }
                 }
                 state.heartbeat.store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
                 tokio::select! {
-                    _ = tokio::time::sleep(poll) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return,
                 }
             }

@@ -414,6 +414,7 @@ async fn serve_api(db: &TestDb, dag: reelflow_dag::DagSpec) -> SocketAddr {
         heartbeat: AtomicI64::new(chrono::Utc::now().timestamp()),
         liveness_secs: 60,
         shutting_down: AtomicBool::new(false),
+        migrations_applied: AtomicBool::new(false),
         engine: None,
         ops: Default::default(),
     });

@@ -139,13 +139,24 @@ impl EmbeddedPg {
         self.run("pg_ctl stop", "pg_ctl", &["stop", "-D", &dir, "-m", "fast", "-w"])
     }
 
+    /// Whether the server of this data folder runs and accepts connections on its port: the
+    /// postmaster's pid file names a live process (what `pg_ctl status` checks, without
+    /// starting `pg_ctl`, which as root goes through `runuser`), and the port answers.
     pub fn is_running(&self) -> bool {
-        let dir = self.data_dir.display().to_string();
-        self.command("pg_ctl", &["status", "-D", &dir])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-            && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        let pid = fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+        let alive = |pid: u32| {
+            if Path::new("/proc/self").exists() {
+                Path::new(&format!("/proc/{pid}")).exists()
+            } else {
+                let dir = self.data_dir.display().to_string();
+                self.command("pg_ctl", &["status", "-D", &dir])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            }
+        };
+        pid.is_some_and(alive) && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
     }
 
     fn initdb(&self, fast_unsafe: bool) -> Result<(), EmbeddedPgError> {

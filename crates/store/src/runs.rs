@@ -12,6 +12,10 @@
 //!   current: a worker whose lease expired or was taken over cannot record over a newer attempt.
 //! - Every change of task states ends with [`settle`] in the same transaction; the decisions
 //!   are the pure functions of `reelflow_dag::state`, this module only applies them.
+//! - Every transaction that makes work claimable (or moves a lease's end) announces it with
+//!   `pg_notify` on [`WORK_CHANNEL`] inside the same transaction, so the notification is
+//!   delivered on commit only ([`Notice`]). Engines listen on it and fall back to polling when
+//!   they cannot.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +28,76 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 type Tx<'a> = Transaction<'a, Postgres>;
+
+/// The channel on which the store announces work to engines (`LISTEN reelflow_work`).
+pub const WORK_CHANNEL: &str = "reelflow_work";
+
+/// What a notification on [`WORK_CHANNEL`] announces. Sent inside the transaction that made
+/// the change, so it is delivered only when that transaction commits, and after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// A run was created or reset (or a finished run reopened): it waits as `queued` to be
+    /// started within `max_active_runs` ([`start_queued_runs`]).
+    Queued,
+    /// Task states of the run changed: a task may be claimable now, or at a later time (a
+    /// retry's backoff; [`next_due`] says when).
+    Ready,
+    /// A task of the run was claimed: a lease now ends at a time other engines do not know
+    /// yet (for detecting its expiry on time).
+    Claimed,
+    /// The run reached its final state: a queued run may start in its place.
+    Ended,
+}
+
+/// A notification on [`WORK_CHANNEL`]: payload `<kind> <run id>`, e.g. `ready 42`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub run_id: i64,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Queued => "queued",
+            NoticeKind::Ready => "ready",
+            NoticeKind::Claimed => "claimed",
+            NoticeKind::Ended => "ended",
+        }
+    }
+}
+
+impl Notice {
+    pub fn payload(&self) -> String {
+        format!("{} {}", self.kind.as_str(), self.run_id)
+    }
+
+    /// Reads a payload; `None` for one this version does not know (a newer replica's).
+    pub fn parse(payload: &str) -> Option<Notice> {
+        let (kind, run) = payload.split_once(' ')?;
+        let kind = match kind {
+            "queued" => NoticeKind::Queued,
+            "ready" => NoticeKind::Ready,
+            "claimed" => NoticeKind::Claimed,
+            "ended" => NoticeKind::Ended,
+            _ => return None,
+        };
+        Some(Notice {
+            kind,
+            run_id: run.trim().parse().ok()?,
+        })
+    }
+}
+
+/// Announces `kind` for `run_id` on [`WORK_CHANNEL`] when `tx` commits.
+async fn notify(tx: &mut Tx<'_>, kind: NoticeKind, run_id: i64) -> Result<(), RunError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(WORK_CHANNEL)
+        .bind(Notice { kind, run_id }.payload())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -266,6 +340,7 @@ pub async fn ensure_run(
             .execute(&mut *tx)
             .await?;
         }
+        notify(&mut tx, NoticeKind::Queued, run.id).await?;
         tx.commit().await?;
         return Ok((run, true));
     }
@@ -313,6 +388,7 @@ pub async fn ensure_run(
         .execute(&mut *tx)
         .await?;
     }
+    notify(&mut tx, NoticeKind::Queued, run.id).await?;
     tx.commit().await?;
     Ok((run_info(&row)?, true))
 }
@@ -383,6 +459,9 @@ pub async fn start_queued_runs(pool: &PgPool, dag_id: &str, max_active: u32) -> 
     .bind(room)
     .fetch_all(&mut *tx)
     .await?;
+    for id in &ids {
+        notify(&mut tx, NoticeKind::Ready, *id).await?;
+    }
     tx.commit().await?;
     Ok(ids)
 }
@@ -409,6 +488,93 @@ pub async fn claim_in(
     tasks: Option<&[String]>,
     only_run: Option<i64>,
 ) -> Result<Option<Claimed>, RunError> {
+    match claim_or_due(pool, worker, lease, dag_ids, tasks, only_run, false).await? {
+        Claim::Claimed(c) => Ok(Some(c)),
+        Claim::Idle(_) => Ok(None),
+    }
+}
+
+/// When work that a claim found none of becomes due, as far as the store knows now: durations
+/// from the database's `now()` (so the worker's clock does not matter), zero when already due.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Due {
+    /// The earliest end of a retry's backoff among the tasks the worker could claim.
+    pub retry_in: Option<Duration>,
+    /// The earliest end of a lease of a running task, any worker's: when it may expire
+    /// ([`expire_leases`]). Heartbeats only move leases' ends later.
+    pub lease_ends_in: Option<Duration>,
+}
+
+/// What [`claim_next`] found.
+#[derive(Debug)]
+pub enum Claim {
+    Claimed(Claimed),
+    /// Nothing to claim now; when something may be.
+    Idle(Due),
+}
+
+/// [`claim_in`], which also says, when nothing can be claimed, when to look again
+/// ([`Due`]), in the same transaction.
+pub async fn claim_next(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+    dag_ids: &[String],
+    tasks: Option<&[String]>,
+    only_run: Option<i64>,
+) -> Result<Claim, RunError> {
+    claim_or_due(pool, worker, lease, dag_ids, tasks, only_run, true).await
+}
+
+/// When work becomes due ([`Due`]) for a worker of `dag_ids` with code for `tasks` (of
+/// `only_run` when given), without claiming anything.
+pub async fn next_due(
+    pool: &PgPool,
+    dag_ids: &[String],
+    tasks: Option<&[String]>,
+    only_run: Option<i64>,
+) -> Result<Due, RunError> {
+    due(pool, dag_ids, tasks, only_run).await
+}
+
+async fn due<'e>(
+    e: impl sqlx::PgExecutor<'e>,
+    dag_ids: &[String],
+    tasks: Option<&[String]>,
+    only_run: Option<i64>,
+) -> Result<Due, RunError> {
+    // Both subqueries use partial indexes (task_instances_ready, task_instances_running).
+    let (retry, lease): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT
+           (SELECT extract(epoch FROM min(ti.next_attempt_at) - now())::float8
+            FROM reelflow.task_instances ti JOIN reelflow.dag_runs r ON r.id = ti.run_id
+            WHERE ti.state = 'up_for_retry' AND r.state = 'running' AND r.dag_id = ANY($1)
+              AND ($2::bigint IS NULL OR r.id = $2) AND ($3::text[] IS NULL OR ti.task_id = ANY($3))),
+           (SELECT extract(epoch FROM min(lease_expires_at) - now())::float8
+            FROM reelflow.task_instances WHERE state = 'running')",
+    )
+    .bind(dag_ids)
+    .bind(only_run)
+    .bind(tasks)
+    .fetch_one(e)
+    .await?;
+    let dur = |s: Option<f64>| s.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    Ok(Due {
+        retry_in: dur(retry),
+        lease_ends_in: dur(lease),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn claim_or_due(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+    dag_ids: &[String],
+    tasks: Option<&[String]>,
+    only_run: Option<i64>,
+    want_due: bool,
+) -> Result<Claim, RunError> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
         "SELECT ti.id, ti.run_id, ti.task_id, ti.try_number, r.dag_id, r.period, r.generation
@@ -426,8 +592,13 @@ pub async fn claim_in(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
+        let due = if want_due {
+            due(&mut *tx, dag_ids, tasks, only_run).await?
+        } else {
+            Due::default()
+        };
         tx.commit().await?;
-        return Ok(None);
+        return Ok(Claim::Idle(due));
     };
     let ti_id: i64 = row.get("id");
     let run_id: i64 = row.get("run_id");
@@ -468,8 +639,9 @@ pub async fn claim_in(
         .iter()
         .map(|r| (r.get::<String, _>(0), r.get::<serde_json::Value, _>(1)))
         .collect();
+    notify(&mut tx, NoticeKind::Claimed, run_id).await?;
     tx.commit().await?;
-    Ok(Some(Claimed {
+    Ok(Claim::Claimed(Claimed {
         ti_id,
         attempt_id,
         run_id,
@@ -690,7 +862,9 @@ async fn run_shape(tx: &mut Tx<'_>, run_id: i64) -> Result<DagShape, RunError> {
 
 /// Applies [`reelflow_dag::settle`] to the run: waiting tasks are promoted or failed, and the
 /// run's state follows from its tasks. Call after every change of task states, in the same
-/// transaction.
+/// transaction. Announces the change on [`WORK_CHANNEL`]: `ended` when the run is finished,
+/// `queued` when a finished run was reopened, else `ready` (a task may be claimable now, or
+/// its retry due later).
 async fn settle(tx: &mut Tx<'_>, run_id: i64) -> Result<Option<RunEnd>, RunError> {
     let shape = run_shape(tx, run_id).await?;
     let states = just_states(&load_states(tx, run_id).await?);
@@ -718,6 +892,7 @@ async fn settle(tx: &mut Tx<'_>, run_id: i64) -> Result<Option<RunEnd>, RunError
             .bind(s.as_str())
             .fetch_optional(&mut **tx)
             .await?;
+            notify(tx, NoticeKind::Ended, run_id).await?;
             Ok(ended.map(|(dag_id, seconds)| RunEnd {
                 dag_id,
                 state: s,
@@ -726,13 +901,20 @@ async fn settle(tx: &mut Tx<'_>, run_id: i64) -> Result<Option<RunEnd>, RunError
         }
         None => {
             // Work is left: a finished run that an operator reopened goes back to the queue.
-            sqlx::query(
+            let reopened = sqlx::query(
                 "UPDATE reelflow.dag_runs SET state = 'queued', ended_at = NULL, updated_at = now()
                  WHERE id = $1 AND state IN ('success', 'failed')",
             )
             .bind(run_id)
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
+            let kind = if reopened > 0 {
+                NoticeKind::Queued
+            } else {
+                NoticeKind::Ready
+            };
+            notify(tx, kind, run_id).await?;
             Ok(None)
         }
     }
@@ -1158,4 +1340,26 @@ pub async fn queued_backfill_runs(pool: &PgPool, dag_id: &str) -> Result<Vec<i64
     .bind(dag_id)
     .fetch_all(pool)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip_and_unknown_ones_are_ignored() {
+        for kind in [
+            NoticeKind::Queued,
+            NoticeKind::Ready,
+            NoticeKind::Claimed,
+            NoticeKind::Ended,
+        ] {
+            let n = Notice { kind, run_id: 42 };
+            assert_eq!(Notice::parse(&n.payload()), Some(n));
+        }
+        assert_eq!(Notice::parse("ready 7").map(|n| n.run_id), Some(7));
+        for bad in ["", "ready", "ready x", "paused 7", "7 ready"] {
+            assert_eq!(Notice::parse(bad), None, "{bad:?}");
+        }
+    }
 }
