@@ -759,3 +759,44 @@ async fn interrupted_tries_do_not_use_up_max_tries_but_have_a_cap() {
     let err = ti.last_error.as_deref().unwrap_or_default();
     assert!(err.contains("max_interruptions = 3"), "{err}");
 }
+
+#[tokio::test]
+async fn a_runs_own_source_is_written_with_the_run_it_creates_or_resets() {
+    // Written by the transaction that creates (or resets) the run and sends its notification,
+    // so a worker woken by it never starts the fetch with the configured source instead.
+    let db = TestDb::new().await;
+    let spec = chain(&["a"], policy(1, 10));
+    let source = |id: i64| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>("SELECT source FROM reelflow.dag_runs WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (run, created) =
+        runs::ensure_run_with_source(&db.pool, &spec, "2026-05", "manual", false, Some("file:///x.zip"))
+            .await
+            .unwrap();
+    assert!(created);
+    assert_eq!(source(run.id).await.as_deref(), Some("file:///x.zip"));
+    // Not a rerun: the existing run and its source stay.
+    let (_, created) = runs::ensure_run_with_source(&db.pool, &spec, "2026-05", "manual", false, Some("file:///y.zip"))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(source(run.id).await.as_deref(), Some("file:///x.zip"));
+    // A rerun of the finished run resets it with the source it is given, none included.
+    sqlx::query("UPDATE reelflow.dag_runs SET state = 'success' WHERE id = $1")
+        .bind(run.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (_, created) = runs::ensure_run(&db.pool, &spec, "2026-05", "manual", true)
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(source(run.id).await, None, "the configured source again");
+}

@@ -103,9 +103,8 @@ pub async fn trigger_with_source(
     if let Some(s) = source {
         reelflow_fetch::Source::parse(s).map_err(|e| Refused(format!("source: {e}")))?;
     }
-    let t = create(pool, dag, period, rerun, kind, origin).await?;
+    let t = create(pool, dag, period, rerun, kind, origin, source).await?;
     if t.created {
-        crate::run_source::set_run_source(pool, t.run.id, source).await?;
         if let Some(s) = source {
             runs::record_action(
                 pool,
@@ -130,8 +129,9 @@ async fn create(
     rerun: bool,
     kind: &str,
     origin: &str,
+    source: Option<&str>,
 ) -> Result<Triggered, RunError> {
-    let (run, created) = runs::ensure_run(pool, dag, &period.to_string(), kind, rerun).await?;
+    let (run, created) = runs::ensure_run_with_source(pool, dag, &period.to_string(), kind, rerun, source).await?;
     if created {
         let action = if rerun { "rerun" } else { "trigger" };
         runs::record_action(
@@ -166,7 +166,7 @@ pub async fn backfill(
     let mut out = Vec::new();
     let mut p = from;
     while p <= to {
-        out.push(create(pool, dag, p, rerun, "backfill", origin).await?);
+        out.push(create(pool, dag, p, rerun, "backfill", origin, None).await?);
         p = p.succ();
     }
     Ok(out)

@@ -21,16 +21,6 @@ pub async fn run_source(pool: &PgPool, run_id: i64) -> Result<Option<String>, sq
     Ok(s.flatten())
 }
 
-/// Records `source` (None: the configured one) as the run's source.
-pub async fn set_run_source(pool: &PgPool, run_id: i64, source: Option<&str>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE reelflow.dag_runs SET source = $2 WHERE id = $1")
-        .bind(run_id)
-        .bind(source)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 impl Stage for RunSourceFetch {
     const ID: &'static str = FetchTask::ID;
     type Input = NoInput;

@@ -314,15 +314,31 @@ pub async fn ensure_run(
     trigger: &str,
     rerun: bool,
 ) -> Result<(RunInfo, bool), RunError> {
+    ensure_run_with_source(pool, dag, period, trigger, rerun, None).await
+}
+
+/// [`ensure_run`] recording `source` as the run's own source (`reelflow.dag_runs.source`; None:
+/// the configured one) when it creates or resets the run, in the same transaction: no worker
+/// can start the run's fetch before its source is there.
+pub async fn ensure_run_with_source(
+    pool: &PgPool,
+    dag: &DagSpec,
+    period: &str,
+    trigger: &str,
+    rerun: bool,
+    source: Option<&str>,
+) -> Result<(RunInfo, bool), RunError> {
     let mut tx = pool.begin().await?;
     let created = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO reelflow.dag_runs (dag_id, period, state, trigger, dag_shape) VALUES ($1, $2, 'queued', $3, $4)
+        "INSERT INTO reelflow.dag_runs (dag_id, period, state, trigger, dag_shape, source)
+         VALUES ($1, $2, 'queued', $3, $4, $5)
          ON CONFLICT (dag_id, period) DO NOTHING RETURNING {RUN_COLS}"
     )))
     .bind(&dag.id)
     .bind(period)
     .bind(trigger)
     .bind(shape_json(dag))
+    .bind(source)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = created {
@@ -365,11 +381,12 @@ pub async fn ensure_run(
     sync_shape(&mut tx, dag, run.id).await?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE reelflow.dag_runs SET state = 'queued', trigger = $2, generation = generation + 1,
-             started_at = NULL, ended_at = NULL, updated_at = now()
+             started_at = NULL, ended_at = NULL, source = $3, updated_at = now()
          WHERE id = $1 RETURNING {RUN_COLS}"
     )))
     .bind(run.id)
     .bind(trigger)
+    .bind(source)
     .fetch_one(&mut *tx)
     .await?;
     for t in &dag.tasks {
