@@ -17,8 +17,9 @@ pub(crate) async fn open(opts: &PgConnectOptions) -> Result<PgConnection, LoadEr
 }
 
 /// Streams one object of the clean output from the artifact store, or the byte range `range`
-/// of it (one ranged GET), into `schema.table`; with `create`, inside the transaction that
-/// creates the table (so PostgreSQL with `wal_level=minimal` can skip WAL for it). A whole
+/// of it (one ranged GET), into `schema.table`; with `create` (a CREATE TABLE or a TRUNCATE),
+/// inside the transaction that runs it (so the COPY may say FREEZE, and PostgreSQL with
+/// `wal_level=minimal` can skip WAL for it). A whole
 /// object must have the size and SHA-256 its reference records, a range its length, or the
 /// COPY is aborted. Returns rows copied.
 pub(crate) async fn copy_file(
