@@ -298,9 +298,12 @@ impl Engine {
                 }
                 (scan, check_leases, start_runs) = (false, false, false);
                 if let Some(run_id) = only_run {
-                    let run = runs::get_run(&self.pool, run_id).await?;
-                    if run.state.is_finished() && tasks.is_empty() {
-                        break;
+                    // The database may be restarting: the next turn (polling while the
+                    // listener is down) looks again, as claiming does.
+                    match runs::get_run(&self.pool, run_id).await {
+                        Ok(run) if run.state.is_finished() && tasks.is_empty() => break,
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, run_id, "reading the run failed; will try again"),
                     }
                 }
                 // Fill free slots; when nothing is left to claim, learn when something is due.

@@ -189,7 +189,7 @@ async fn restart_postgres_at(point: &str, reference: &[(String, i64, String)], s
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let log = std::thread::spawn(move || {
         let mut all = String::new();
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("failpoint") {
@@ -205,7 +205,8 @@ async fn restart_postgres_at(point: &str, reference: &[(String, i64, String)], s
     pg.stop().unwrap();
     let pg = reelflow_store::EmbeddedPg::start(&cluster.path().join("pg"), true).unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "{point}: the run did not survive the restart");
+    let log = log.join().unwrap_or_default();
+    assert!(status.success(), "{point}: the run did not survive the restart:\n{log}");
     let pool = reelflow_store::connect(&db.url, 2, std::time::Duration::from_secs(30))
         .await
         .unwrap();
