@@ -66,37 +66,6 @@ struct Counters {
     create_conflicts: AtomicU64,
 }
 
-/// The bytes `start..end` of `file`, in 1 MiB chunks read on the blocking pool.
-fn file_chunks(
-    file: std::fs::File,
-    start: u64,
-    end: u64,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Sync + 'static {
-    futures::stream::try_unfold((Some(file), start), move |(file, pos)| async move {
-        let Some(mut file) = file else { return Ok(None) };
-        if pos >= end {
-            return Ok(None);
-        }
-        let (file, buf) = tokio::task::spawn_blocking(move || {
-            use std::io::{Read as _, Seek as _};
-            let mut buf = Vec::with_capacity((end - pos).min(1 << 20) as usize);
-            file.seek(std::io::SeekFrom::Start(pos))?;
-            (&mut file).take((end - pos).min(1 << 20)).read_to_end(&mut buf)?;
-            if buf.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "object shorter than its length",
-                ));
-            }
-            Ok::<_, std::io::Error>((file, buf))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        let next = pos + buf.len() as u64;
-        Ok(Some((bytes::Bytes::from(buf), (Some(file), next))))
-    })
-}
-
 /// s3s-fs with S3's conditional GET semantics.
 struct ConditionalFs {
     fs: s3s_fs::FileSystem,
@@ -162,7 +131,11 @@ impl S3 for ConditionalFs {
             .unwrap_or(0);
         let path = self.root.join(&bucket).join(&key);
         if let Ok(file) = std::fs::File::open(&path) {
-            resp.output.body = Some(s3s::dto::StreamingBlob::wrap(file_chunks(file, start, start + len)));
+            resp.output.body = Some(s3s::dto::StreamingBlob::wrap(reelflow_artifacts::file_chunks(
+                file,
+                start,
+                start + len,
+            )));
         }
         Ok(resp)
     }

@@ -147,48 +147,38 @@ impl std::fmt::Debug for Artifacts {
     }
 }
 
-/// The bytes `range` of a local file, in chunks of 1 MiB read on the blocking pool.
-fn local_chunks(
+/// The bytes `start..end` of a file, in chunks of 1 MiB each read on tokio's blocking pool (a
+/// file shorter than `end` is an `UnexpectedEof` error). object_store and s3s-fs read local
+/// files 8 KiB and 4 KiB at a time, one blocking-pool hop each.
+pub fn file_chunks(
     file: std::fs::File,
-    path: PathBuf,
-    range: Range<u64>,
-) -> BoxStream<'static, object_store::Result<Bytes>> {
+    start: u64,
+    end: u64,
+) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + Sync + 'static {
     use std::io::{Seek as _, SeekFrom};
     const CHUNK: u64 = 1 << 20;
-    let read_err = |path: &Path, e: io::Error| object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: format!("reading {}: {e}", path.display()).into(),
-    };
-    let state = (Some(file), path, range.start, range.end);
-    futures::stream::try_unfold(state, move |(file, path, pos, end)| async move {
+    futures::stream::try_unfold((Some(file), start), move |(file, pos)| async move {
         let Some(mut file) = file else { return Ok(None) };
         if pos >= end {
             return Ok(None);
         }
-        let (file, path, buf) = tokio::task::spawn_blocking(move || {
+        let (file, buf) = tokio::task::spawn_blocking(move || {
             let n = (end - pos).min(CHUNK);
             let mut buf = Vec::with_capacity(n as usize);
-            let r = file
-                .seek(SeekFrom::Start(pos))
-                .and_then(|_| (&mut file).take(n).read_to_end(&mut buf));
-            match r {
-                Ok(0) => Err(read_err(
-                    &path,
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected"),
-                )),
-                Ok(_) => Ok((file, path, buf)),
-                Err(e) => Err(read_err(&path, e)),
+            file.seek(SeekFrom::Start(pos))?;
+            if (&mut file).take(n).read_to_end(&mut buf)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than expected",
+                ));
             }
+            Ok((file, buf))
         })
         .await
-        .map_err(|e| object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        })??;
+        .map_err(io::Error::other)??;
         let next = pos + buf.len() as u64;
-        Ok(Some((Bytes::from(buf), (Some(file), path, next, end))))
+        Ok(Some((Bytes::from(buf), (Some(file), next))))
     })
-    .boxed()
 }
 
 impl Artifacts {
@@ -617,7 +607,12 @@ impl Artifacts {
         let stream = match got.payload {
             // object_store reads a local file in 8 KiB chunks, each on the blocking pool: about
             // 90,000 thread hops for the ratings file. Read it in 1 MiB chunks instead.
-            object_store::GetResultPayload::File(file, path) => local_chunks(file, path, got.range),
+            object_store::GetResultPayload::File(file, path) => file_chunks(file, got.range.start, got.range.end)
+                .map_err(move |e| object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: format!("reading {}: {e}", path.display()).into(),
+                })
+                .boxed(),
             object_store::GetResultPayload::Stream(s) => s,
         };
         Ok(stream

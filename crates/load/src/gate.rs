@@ -175,7 +175,8 @@ impl DiffSummary {
     }
 }
 
-fn thousands(n: i64) -> String {
+/// `n` with its digits grouped by thousands: `-45,428`.
+pub fn thousands(n: i64) -> String {
     let s = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

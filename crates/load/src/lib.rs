@@ -24,8 +24,8 @@ mod task;
 mod types;
 
 pub use gate::{
-    diff_summary, failure_message, run_checks, Check, DiffSummary, GateConfig, GateOutput, SqlCheck, ValidateInput,
-    ValidateTask,
+    diff_summary, failure_message, run_checks, thousands, Check, DiffSummary, GateConfig, GateOutput, SqlCheck,
+    ValidateInput, ValidateTask,
 };
 pub use orphans::sweep_orphans;
 pub use publish::{list_snapshots, publish, publish_with, roll, rollback};

@@ -13,6 +13,11 @@ use crate::reuse::build_id;
 pub(crate) use crate::types::q;
 use crate::types::{LoadConfig, LoadError, LoadOutput};
 
+/// `"a", "b"`: quoted column names for a column list.
+fn idents(cols: &[&str]) -> String {
+    cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ")
+}
+
 fn sub(sql: &str, schema: &str) -> String {
     sql.replace("{s}", &q(schema))
 }
@@ -36,34 +41,32 @@ pub fn create_table_sql(schema: &str, t: &TableDef) -> String {
 
 /// The primary key and indexes of a snapshot table.
 pub fn key_sql(schema: &str, t: &TableDef) -> Vec<String> {
-    let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     let mut out = Vec::new();
     if !t.primary_key.is_empty() {
         out.push(format!(
             "ALTER TABLE {}.{} ADD PRIMARY KEY ({})",
             q(schema),
             q(t.name),
-            ident(t.primary_key)
+            idents(t.primary_key)
         ));
     }
     for idx in t.indexes {
-        out.push(format!("CREATE INDEX ON {}.{} ({})", q(schema), q(t.name), ident(idx)));
+        out.push(format!("CREATE INDEX ON {}.{} ({})", q(schema), q(t.name), idents(idx)));
     }
     out
 }
 
 /// The foreign keys of a snapshot table (build after every key exists).
 pub fn fk_sql(schema: &str, t: &TableDef) -> Vec<String> {
-    let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     t.foreign_keys
         .iter()
         .map(|fk| {
             format!(
                 "ALTER TABLE {s}.{} ADD FOREIGN KEY ({}) REFERENCES {s}.{} ({})",
                 q(t.name),
-                ident(fk.columns),
+                idents(fk.columns),
                 q(fk.ref_table),
-                ident(fk.ref_columns),
+                idents(fk.ref_columns),
                 s = q(schema)
             )
         })
@@ -82,11 +85,9 @@ struct LoadTarget {
     cuts: Vec<Cut>,
 }
 
-/// The partitions of a table loaded as key ranges: name, the byte range of the table's file it
+/// A partition of a table loaded as key ranges: its name, the byte range of the table's file it
 /// gets, and the COPY job that fills it.
-struct Partitions {
-    parts: Vec<(String, (u64, u64), usize)>,
-}
+type Part = (String, (u64, u64), usize);
 
 /// Up to `parts - 1` of `cuts`, each the nearest to an even share of `size` bytes, in order and
 /// distinct: where a key-ordered file is cut into that many ranges of about equal size.
@@ -134,14 +135,13 @@ fn partitioned_table_sql(schema: &str, t: &TableDef, cuts: &[Cut]) -> (Vec<Strin
         ));
         names.push(name);
     }
-    let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     if !t.primary_key.is_empty() {
         sql.push(format!(
             "ALTER TABLE ONLY {}.{} ADD CONSTRAINT {} PRIMARY KEY ({})",
             q(schema),
             q(t.name),
             q(&format!("{}_pkey", t.name)),
-            ident(t.primary_key)
+            idents(t.primary_key)
         ));
     }
     for idx in t.indexes {
@@ -150,7 +150,7 @@ fn partitioned_table_sql(schema: &str, t: &TableDef, cuts: &[Cut]) -> (Vec<Strin
             q(&index_name(t.name, idx)),
             q(schema),
             q(t.name),
-            ident(idx)
+            idents(idx)
         ));
     }
     (sql, names)
@@ -164,7 +164,6 @@ fn index_name(table: &str, cols: &[&str]) -> String {
 /// The primary key of one partition, then each index, each attached to the parent's as soon as
 /// it is built; every build serial (the partitions are built side by side instead).
 fn partition_key_jobs(schema: &str, t: &TableDef, part: &str) -> Vec<(String, Vec<String>, bool)> {
-    let ident = |cols: &[&str]| cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     let serial = |sql: Vec<String>| -> Vec<String> {
         std::iter::once("SET max_parallel_maintenance_workers = 0".to_string())
             .chain(sql)
@@ -179,7 +178,7 @@ fn partition_key_jobs(schema: &str, t: &TableDef, part: &str) -> Vec<(String, Ve
                 "ALTER TABLE {}.{} ADD PRIMARY KEY ({})",
                 q(schema),
                 q(part),
-                ident(t.primary_key)
+                idents(t.primary_key)
             ),
             serial(vec![
                 format!(
@@ -187,7 +186,7 @@ fn partition_key_jobs(schema: &str, t: &TableDef, part: &str) -> Vec<(String, Ve
                     q(schema),
                     q(part),
                     q(&pkey),
-                    ident(t.primary_key)
+                    idents(t.primary_key)
                 ),
                 format!(
                     "ALTER INDEX {s}.{} ATTACH PARTITION {s}.{}",
@@ -202,14 +201,14 @@ fn partition_key_jobs(schema: &str, t: &TableDef, part: &str) -> Vec<(String, Ve
     for idx in t.indexes {
         let name = index_name(part, idx);
         jobs.push((
-            format!("CREATE INDEX ON {}.{} ({})", q(schema), q(part), ident(idx)),
+            format!("CREATE INDEX ON {}.{} ({})", q(schema), q(part), idents(idx)),
             serial(vec![
                 format!(
                     "CREATE INDEX {} ON {}.{} ({})",
                     q(&name),
                     q(schema),
                     q(part),
-                    ident(idx)
+                    idents(idx)
                 ),
                 format!(
                     "ALTER INDEX {s}.{} ATTACH PARTITION {s}.{}",
@@ -478,7 +477,7 @@ async fn build(
     let big = |name: &str| size_of.get(name).is_some_and(|&b| b >= total_bytes / 4);
     let expected_rows: BTreeMap<&str, u64> = targets.iter().map(|t| (t.name, t.rows)).collect();
     // Tables loaded as partitions, and the rows each partition's COPY must bring.
-    let mut partitioned: BTreeMap<&str, Partitions> = BTreeMap::new();
+    let mut partitioned: BTreeMap<&str, Vec<Part>> = BTreeMap::new();
     let mut part_rows: BTreeMap<usize, (String, u64)> = BTreeMap::new();
     for t in targets {
         let LoadTarget {
@@ -539,7 +538,7 @@ async fn build(
                 });
                 parts.push((part, (start, end), job));
             }
-            partitioned.insert(name, Partitions { parts });
+            partitioned.insert(name, parts);
             continue;
         }
         if parts == 1 {
@@ -589,7 +588,7 @@ async fn build(
     // random order, so it weighs a little more than the primary key of the same table.
     for t in TABLES {
         if let Some(p) = partitioned.get(t.name) {
-            for (part, (start, end), copy_job) in &p.parts {
+            for (part, (start, end), copy_job) in p {
                 // One after the other on the partition (its primary key and index builds lock
                 // it against each other), each weighing what is left of the chain.
                 let steps = partition_key_jobs(schema, t, part);

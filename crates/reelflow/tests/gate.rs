@@ -169,7 +169,7 @@ async fn a_month_that_lost_a_tenth_of_its_movies_fails_the_gate_keeps_movies_and
     assert!(
         out.contains(&format!(
             "diff: +{} movies, -0, 0 changed (first snapshot)",
-            thousands(movies_a)
+            reelflow_load::thousands(movies_a)
         )),
         "{out}"
     );
@@ -311,18 +311,6 @@ async fn a_month_that_lost_a_tenth_of_its_movies_fails_the_gate_keeps_movies_and
         .collect();
     assert_eq!(ids, (10_899..11_000).collect::<Vec<_>>());
     assert!(rest["next_cursor"].is_null());
-}
-
-fn thousands(n: i64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -861,15 +861,7 @@ pub(super) fn fmt_s(x: f64) -> String {
 }
 
 fn fmt_int(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    reelflow_load::thousands(n as i64)
 }
 
 fn fmt_range(v: &[f64]) -> String {
